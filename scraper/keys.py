@@ -1,0 +1,86 @@
+"""Every Redis key and stream name the project uses, in one place.
+
+The ``{target}`` braces are a Redis Cluster hash tag: all keys of one target
+hash to one slot, so the Lua scripts and MULTI blocks that touch several of
+them work on a cluster too. Keys of one host (the shared rate limiter) carry
+the host as their hash tag instead; no script mixes the two families.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "scraper"
+CONSUMER_GROUP = "workers"
+TASK_FIELD = "t"  # the one field of a task stream entry: the orjson task
+
+
+@dataclass(frozen=True, slots=True)
+class TargetKeys:
+    """Key names for one target. Build once, pass around."""
+
+    target: str
+    prefix: str = DEFAULT_PREFIX
+
+    def _key(self, suffix: str) -> str:
+        return f"{self.prefix}:{{{self.target}}}:{suffix}"
+
+    @property
+    def tasks(self) -> str:
+        """Stream of page tasks; consumer group ``workers`` (KEDA scales on its lag)."""
+        return self._key("tasks")
+
+    @property
+    def seen(self) -> str:
+        """Set of task fingerprints: a page is enqueued once per crawl."""
+        return self._key("seen")
+
+    @property
+    def delayed(self) -> str:
+        """Sorted set of retries waiting for their backoff (score = due, ms)."""
+        return self._key("delayed")
+
+    @property
+    def dead(self) -> str:
+        """Stream of tasks that exhausted their attempts, with the last error."""
+        return self._key("dead")
+
+    @property
+    def final(self) -> str:
+        """Stream of pages that ended as "not available" (closed, deleted, depth cap)."""
+        return self._key("final")
+
+    @property
+    def stats(self) -> str:
+        """Hash of monotonically increasing counters (pages, comments, retries:<reason>...)."""
+        return self._key("stats")
+
+    @property
+    def rate(self) -> str:
+        """Hash of per-second page/comment counts (field ``<kind>:<epoch s>``) for rates."""
+        return self._key("rate")
+
+    @property
+    def meta(self) -> str:
+        """Hash: crawl start, videos, state."""
+        return self._key("meta")
+
+    @property
+    def consumers(self) -> str:
+        """Hash: consumer name -> orjson heartbeat (pod, pid, ts, in_flight)."""
+        return self._key("consumers")
+
+
+def target_index_key(prefix: str = DEFAULT_PREFIX) -> str:
+    """Set of every target name seen, so ``scraper stats`` can list them."""
+    return f"{prefix}:targets"
+
+
+def ratelimit_key(host: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Hash with the shared limiter state for one host (GCRA time, AIMD rate, cooldown)."""
+    return f"{prefix}:ratelimit:{{{host}}}"
+
+
+def inflight_key(host: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Sorted set of cluster-wide in-flight request leases for one host."""
+    return f"{prefix}:ratelimit:{{{host}}}:inflight"
