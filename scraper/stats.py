@@ -1,0 +1,115 @@
+"""Read a target's state from Redis alone: queue, progress, speed, consumers.
+
+Works from any machine that reaches Redis, with no worker running.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from scraper.keys import CONSUMER_GROUP, TargetKeys, target_index_key
+from scraper.queue import read_counts
+
+RATE_WINDOWS_S = (10, 60)
+RATE_KEEP_S = 300  # per-second buckets older than this are trimmed by the workers
+
+
+def _int(value: Any) -> int:
+    return int(value) if value is not None else 0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def list_targets(client: aioredis.Redis, prefix: str) -> list[str]:
+    return sorted(_text(t) for t in await client.smembers(target_index_key(prefix)))
+
+
+def rates(buckets: dict[str, int], now_s: int) -> dict[str, float]:
+    """pages/s and comments/s over each window, from per-second buckets.
+
+    The current second is still filling, so a window covers the N seconds
+    before it."""
+    result: dict[str, float] = {}
+    for kind in ("pages_done", "comments"):
+        for window in RATE_WINDOWS_S:
+            total = sum(buckets.get(f"{kind}:{second}", 0) for second in range(now_s - window, now_s))
+            label = "pages" if kind == "pages_done" else "comments"
+            result[f"{label}_per_s_{window}s"] = round(total / window, 2)
+    return result
+
+
+async def read_stats(client: aioredis.Redis, keys: TargetKeys, *, limiter_host: str | None = None) -> dict[str, Any]:
+    counts = await read_counts(client, keys)
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.stats)
+    pipe.hgetall(keys.rate)
+    pipe.hgetall(keys.consumers)
+    pipe.hgetall(keys.meta)
+    raw_stats, raw_rate, raw_consumers, raw_meta = await pipe.execute()
+    counters = {_text(k): _int(v) for k, v in raw_stats.items()}
+    now = time.time()
+    speed = rates({_text(k): _int(v) for k, v in raw_rate.items()}, int(now))
+
+    group_consumers: dict[str, dict[str, int]] = {}
+    try:
+        for info in await client.xinfo_consumers(keys.tasks, CONSUMER_GROUP):
+            group_consumers[_text(info["name"])] = {"pending": _int(info["pending"]), "idle_ms": _int(info["idle"])}
+    except ResponseError:
+        pass  # no stream yet
+    consumers = []
+    for name_raw, beat_raw in raw_consumers.items():
+        name = _text(name_raw)
+        beat = orjson.loads(beat_raw)
+        group = group_consumers.get(name, {})
+        consumers.append(
+            {
+                "name": name,
+                "host": beat.get("host"),
+                "pid": beat.get("pid"),
+                "pending": group.get("pending", 0),
+                "idle_s": round(group.get("idle_ms", 0) / 1000, 1),
+                "heartbeat_age_s": round(now - float(beat.get("ts", 0)), 1),
+                "in_flight": beat.get("in_flight", 0),
+                "pages_done": beat.get("pages_done", 0),
+            }
+        )
+    consumers.sort(key=lambda c: c["name"])
+
+    pages_known = counters.get("pages_known", 0)
+    pages_done = counters.get("pages_done", 0)
+    settled = pages_done + counters.get("pages_final", 0) + counters.get("dead", 0)
+    remaining = max(pages_known - settled, 0)
+    rate = speed["pages_per_s_10s"] or speed["pages_per_s_60s"]
+    result: dict[str, Any] = {
+        "target": keys.target,
+        "queued": counts.queued,
+        "in_flight": counts.in_flight,
+        "delayed": counts.delayed,
+        "dead": counts.dead,
+        "pages_known": pages_known,
+        "pages_done": pages_done,
+        "pages_remaining": remaining,
+        "comments": counters.get("comments", 0),
+        "retries": counters.get("retries", 0),
+        "retries_by_reason": {k.partition(":")[2]: v for k, v in counters.items() if k.startswith("retries:")},
+        "bans": counters.get("bans", 0),
+        "final": {k.partition(":")[2]: v for k, v in counters.items() if k.startswith("final:")},
+        "reclaimed": counters.get("reclaimed", 0),
+        **speed,
+        "eta_s": round(remaining / rate, 1) if rate and remaining else (0.0 if not remaining else None),
+        "consumers": consumers,
+        "meta": {_text(k): _text(v) for k, v in raw_meta.items()},
+        "done": pages_known > 0 and counts.length == 0 and counts.delayed == 0,
+    }
+    if limiter_host:
+        from scraper.ratelimit import read_state  # noqa: PLC0415
+
+        result["rate_limit"] = await read_state(client, limiter_host, keys.prefix)
+    return result

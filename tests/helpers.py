@@ -1,0 +1,88 @@
+"""Running the real `scraper` command and the simulator as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "config"
+SCRAPER = [sys.executable, "-m", "scraper.cli"]
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The user's environment minus SCRAPER_*, with private state folders."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPER_")}
+    env.update(
+        {
+            "SCRAPER_CONFIG_DIR": str(CONFIG),
+            "SCRAPER_REDIS_STATE_DIR": str(tmp_path / "state"),
+            "SCRAPER_WORKER_HEARTBEAT_DIR": str(tmp_path / "heartbeat"),
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SCRAPER, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, check=False
+    )
+
+
+def start_cli(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*SCRAPER, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd or REPO,
+        start_new_session=True,  # its own process group: kill -9 of the group stays in the test
+    )
+
+
+@contextmanager
+def simulator(env: dict[str, str], *args: str) -> Iterator[str]:
+    """`scraper simulate` on a free port; yields its base URL."""
+    proc = subprocess.Popen(
+        [*SCRAPER, "simulate", "--port", "0", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        url = None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+            if match:
+                url = match.group(1)
+                break
+        assert url, "simulator did not start"
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def exported_rpids(path: Path) -> list[int]:
+    return [orjson.loads(line)["rpid"] for line in path.read_bytes().splitlines() if line]

@@ -1,0 +1,92 @@
+"""The whole crawl as a user runs it: subprocesses, a real redis-server, the simulator."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from scraper.simulator.corpus import Corpus
+from tests.helpers import cli_env, exported_rpids, run_cli, simulator
+
+SEED, VIDEOS, COMMENTS = 11, 24, 4000
+
+
+@pytest.fixture
+def corpus() -> Corpus:
+    return Corpus.generate(seed=SEED, videos=VIDEOS, comments=COMMENTS)
+
+
+def test_coordinate_work_export(tmp_path: Path, redis_url: str, corpus: Corpus) -> None:
+    env = cli_env(tmp_path)
+    videos = tmp_path / "videos.txt"
+    sim_args = ["--seed", str(SEED), "--videos", str(VIDEOS), "--comments", str(COMMENTS), "--write-videos", str(videos)]
+    with simulator(env, *sim_args) as base_url:
+        lines = [line for line in videos.read_text().splitlines() if line and not line.startswith("#")]
+        forms = Counter("url" if line.startswith("http") else line[:2] for line in lines)
+        assert forms["BV"] and forms["av"] and forms["url"], forms  # every input form is exercised
+        assert len(lines) == VIDEOS + 1  # and one duplicate
+
+        common = ["--target", "video-list", "--redis-url", redis_url]
+        first = run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env)
+        assert first.returncode == 0, first.stderr
+        assert f"{VIDEOS + 1} videos read, 1 duplicates dropped, {VIDEOS} tasks enqueued" in first.stdout
+
+        again = run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env)
+        assert again.returncode == 0, again.stderr
+        assert "0 tasks enqueued" in again.stdout
+
+        out = tmp_path / "out"
+        work = run_cli(
+            ["work", *common, "--processes", "2", "--concurrency", "16", "--burst", "--output-dir", str(out), "--rate-limit", "0"],
+            env,
+            timeout=180,
+        )
+        assert work.returncode == 0, work.stderr
+        assert "uvloop" in work.stderr  # each child logs its loop class at start
+
+    export_file = tmp_path / "comments.jsonl"
+    exported = run_cli(["export", *common, "--output-dir", str(out), "--output", str(export_file)], env)
+    assert exported.returncode == 0, exported.stderr
+    rpids = exported_rpids(export_file)
+    assert len(rpids) == len(set(rpids))  # no duplicates
+    assert set(rpids) == corpus.expected_rpids()
+    assert len(list((out / "video-list").glob("*.jsonl"))) == 2  # one shard per child
+
+    record = orjson.loads(export_file.read_bytes().splitlines()[0])
+    assert set(record) >= {"rpid", "oid", "bvid", "root", "parent", "mid", "uname", "message", "ctime", "like", "rcount"}
+
+    stats = run_cli(["stats", *common, "--json"], env)
+    assert stats.returncode == 0, stats.stderr
+    numbers = orjson.loads(stats.stdout)
+    assert (numbers["queued"], numbers["in_flight"], numbers["delayed"], numbers["dead"]) == (0, 0, 0, 0)
+    assert numbers["pages_done"] + sum(numbers["final"].values()) == corpus.expected_pages()
+    assert numbers["comments"] >= len(corpus.expected_rpids())
+    assert numbers["final"] == {"closed": 1, "deleted": 1}
+
+
+def test_run_with_embedded_redis_and_simulator(tmp_path: Path) -> None:
+    """`scraper run` on a machine with no Redis configured and no site reachable."""
+    env = cli_env(tmp_path, SCRAPER_REDIS_URL="")
+    videos = tmp_path / "videos.txt"
+    videos.write_text("BV17x411w7KC\nav2\nhttps://www.bilibili.com/video/BV1xx411c7mD/?p=1\n")
+    output = tmp_path / "all.jsonl"
+    result = run_cli(
+        ["run", "--target", "video-list", "--videos", str(videos), "--simulate", "always", "--processes", "2",
+         "--concurrency", "8", "--output-dir", str(tmp_path / "out"), "--output", str(output)],
+        env,
+        timeout=180,
+    )
+    try:
+        assert result.returncode == 0, result.stderr
+        assert "crawling the bundled simulator" in result.stderr
+        expected = Corpus.for_aids([170001, 2], seed=1).expected_rpids()
+        rpids = exported_rpids(output)
+        assert len(rpids) == len(set(rpids))
+        assert set(rpids) == expected
+        assert f"{len(expected)} comments -> {output}" in result.stdout
+        assert (tmp_path / "state" / "redis" / "appendonly.aof").exists() or any((tmp_path / "state" / "redis").glob("appendonly*"))
+    finally:
+        run_cli(["redis", "stop"], env)

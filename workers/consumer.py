@@ -1,0 +1,344 @@
+"""The consumer loop of one worker process, readable top to bottom:
+
+    claim (XREADGROUP, batches) -> local queue -> M coroutines: fetch -> parse
+    -> sink buffer -> settler: flush sink, THEN one MULTI (follow-ups, retries,
+    dead letters, counters, XACK+XDEL)
+
+Side loops: promote due retries, take over entries of dead consumers,
+heartbeat. Every Redis call outside the hot path goes through ``_redis_retry``
+so an outage is one log line and a reconnect, not a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from scraper.errors import PageError, PageUnavailable, Throttled
+from scraper.keys import CONSUMER_GROUP
+from scraper.queue import Entry, SettleBatch, TaskQueue, now_ms
+from scraper.settings import Settings
+from scraper.sinks import JsonlSink
+from scraper.targets.base import SiteAdapter
+from scraper.tasks import Task
+from workers.fetch import fetch
+from workers.heartbeat import Heartbeat
+from workers.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+class Limiter:
+    """What the consumer needs of a rate limiter (see scraper.ratelimit)."""
+
+    async def acquire(self) -> None: ...
+    async def on_throttle(self, retry_after_s: float | None = None) -> None: ...
+    def on_success(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Pending:
+    """Outcomes not yet settled in Redis, swapped out whole by the settler."""
+
+    batch: SettleBatch = field(default_factory=SettleBatch)
+    pages: int = 0
+
+
+class Consumer:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        name: str,
+        redis_client: aioredis.Redis,
+        queue: TaskQueue,
+        session: aiohttp.ClientSession,
+        adapter: SiteAdapter,
+        sink: JsonlSink,
+        limiter: Limiter,
+        heartbeat: Heartbeat,
+        telemetry: Telemetry,
+        burst: bool,
+    ) -> None:
+        self.settings = settings
+        self.worker = settings.worker
+        self.name = name
+        self.redis = redis_client
+        self.queue = queue
+        self.session = session
+        self.adapter = adapter
+        self.sink = sink
+        self.limiter = limiter
+        self.heartbeat = heartbeat
+        self.telemetry = telemetry
+        self.burst = burst
+        self.local: asyncio.Queue[Entry] = asyncio.Queue()
+        self.in_flight: dict[bytes, Task] = {}
+        self.pending = Pending()
+        self.stopping = asyncio.Event()  # stop claiming (drain or burst done)
+        self.capacity = self.worker.concurrency + self.worker.batch_size
+        self._slot_freed = asyncio.Event()
+        self._redis_down_since: float | None = None
+        self.pages_done = 0
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def request_stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("%s: stop requested: no more claims, draining in-flight pages", self.name)
+            self.stopping.set()
+
+    async def run(self) -> None:
+        await self._redis_retry(self.queue.ensure_group)
+        workers = [asyncio.create_task(self._work_loop()) for _ in range(self.worker.concurrency)]
+        side = [
+            asyncio.create_task(self._settle_loop()),
+            asyncio.create_task(self._maintenance_loop()),
+            asyncio.create_task(self.heartbeat.run(self._heartbeat_state, self.stopping)),
+        ]
+        claimer = asyncio.create_task(self._claim_loop())
+        await self.stopping.wait()
+        claimer.cancel()
+        await asyncio.gather(claimer, return_exceptions=True)
+        await self._drain(workers)
+        for task in side:
+            task.cancel()
+        await asyncio.gather(*side, return_exceptions=True)
+        await self._settle_now()
+        await self._redis_retry(self.heartbeat.remove)
+
+    async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
+        """Finish in-flight pages until the deadline; hand back what is left."""
+        unstarted: list[Entry] = []
+        while not self.local.empty():
+            unstarted.append(self.local.get_nowait())
+        if unstarted:
+            self._release([task for _, task in unstarted], [entry_id for entry_id, _ in unstarted])
+        if self.in_flight:
+            try:
+                await asyncio.wait_for(self._wait_idle(), timeout=self.worker.drain_timeout_s)
+            except asyncio.TimeoutError:
+                log.warning("%s: drain timeout: handing back %d unfinished pages", self.name, len(self.in_flight))
+        unfinished = dict(self.in_flight)
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        settled = set(self.pending.batch.acks)
+        leftover = {entry_id: task for entry_id, task in unfinished.items() if entry_id not in settled}
+        if leftover:  # cancelled mid-fetch: give them back to the queue now
+            self._release(list(leftover.values()), list(leftover))
+
+    async def _wait_idle(self) -> None:
+        while self.in_flight:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    def _release(self, tasks: list[Task], entry_ids: list[bytes]) -> None:
+        batch = self.pending.batch
+        batch.releases.extend(tasks)
+        batch.acks.extend(entry_ids)
+
+    # ---- claiming --------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self.stopping.is_set():
+            free = self.capacity - self.local.qsize() - len(self.in_flight)
+            if free < min(self.worker.batch_size, self.capacity) // 2 or free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            entries = await self._redis_retry(
+                lambda: self.queue.claim(min(free, self.worker.batch_size), self.worker.block_ms)
+            )
+            for entry in entries:
+                self.local.put_nowait(entry)
+            if not entries and self.burst and await self._crawl_over():
+                log.info("%s: nothing queued, pending or delayed: burst done", self.name)
+                self.request_stop()
+
+    async def _crawl_over(self) -> bool:
+        if self.local.qsize() or self.in_flight or self.pending.batch:
+            return False
+        return await self._redis_retry(self.queue.is_drained)
+
+    # ---- the hot path ----------------------------------------------------
+
+    async def _work_loop(self) -> None:
+        while True:
+            entry_id, task = await self.local.get()
+            self.in_flight[entry_id] = task
+            try:
+                await self._process(entry_id, task)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not silently eat the page or this coroutine
+                log.exception("%s: unexpected error on %s", self.name, task.fingerprint)
+                await self._failed(entry_id, task, PageError(f"internal error: {exc!r}", reason="internal"))
+            finally:
+                del self.in_flight[entry_id]
+                self._slot_freed.set()
+
+    async def _process(self, entry_id: bytes, task: Task) -> None:
+        started = time.perf_counter()
+        try:
+            await self._redis_retry(self.limiter.acquire)
+            body = await fetch(self.session, self.adapter.url(task))
+            result = self.adapter.parse(task, body)
+        except PageError as exc:
+            self.telemetry.request(time.perf_counter() - started, exc.reason)
+            await self._failed(entry_id, task, exc)
+            return
+        self.telemetry.request(time.perf_counter() - started, "ok")
+        self.limiter.on_success()
+        batch = self.pending.batch  # the settler may have swapped it while we awaited
+        if result.records:
+            self.sink.write(result.records)
+        batch.followups.extend(result.followups)
+        batch.acks.append(entry_id)
+        batch.counters["pages_done"] += 1
+        batch.counters["comments"] += len(result.records)
+        self.pages_done += 1
+
+    async def _failed(self, entry_id: bytes, task: Task, exc: PageError) -> None:
+        batch = self.pending.batch
+        batch.acks.append(entry_id)
+        if isinstance(exc, PageUnavailable):
+            batch.final.append(_record(task, self.name, kind=exc.kind, error=str(exc)))
+            batch.counters[f"final:{exc.kind}"] += 1
+            batch.counters["pages_final"] += 1
+            return
+        if isinstance(exc, Throttled):
+            batch.counters["bans"] += 1
+            log.warning("%s: throttled (%s) on %s", self.name, exc, task.fingerprint)
+            await self.limiter.on_throttle(exc.retry_after_s)
+        attempts = task.attempt + 1
+        if attempts >= self.worker.max_attempts:
+            self._dead(task, exc.reason, str(exc), attempts)
+            return
+        delay = self._backoff_s(attempts, exc)
+        batch.retries.append((task.retried(), now_ms() + int(delay * 1000)))
+        batch.counters[f"retries:{exc.reason}"] += 1
+        batch.counters["retries"] += 1
+
+    def _dead(self, task: Task, reason: str, error: str, attempts: int) -> None:
+        batch = self.pending.batch
+        batch.dead.append(_record(task, self.name, reason=reason, error=error, attempts=attempts))
+        batch.counters["dead"] += 1
+        log.warning("%s: dead letter %s after %d attempts: %s", self.name, task.fingerprint, attempts, error)
+
+    def _backoff_s(self, attempts: int, exc: PageError) -> float:
+        # Exponential with jitter (half to full), so retries of a burst of
+        # failures do not come back in lockstep.
+        base = min(self.worker.backoff_max_s, self.worker.backoff_base_s * 2 ** (attempts - 1))
+        delay = base * (0.5 + random.random() / 2)
+        if isinstance(exc, Throttled) and exc.retry_after_s:
+            delay = max(delay, exc.retry_after_s)
+        return delay
+
+    # ---- settling --------------------------------------------------------
+
+    async def _settle_loop(self) -> None:
+        interval = self.worker.settle_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            await self._settle_now()
+
+    async def _settle_now(self) -> None:
+        pending, self.pending = self.pending, Pending()
+        batch = pending.batch
+        if not batch:
+            return
+        self.sink.flush()  # lines on disk before the acknowledgement
+        await self._redis_retry(lambda: self.queue.settle(batch))
+        self.telemetry.settled(batch)
+
+    # ---- side loops ------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        claim_idle_ms = int(self.worker.claim_idle_s * 1000)
+        reclaim_every = max(self.worker.claim_idle_s / 4, 0.5)
+        last_reclaim = 0.0
+        while True:
+            await asyncio.sleep(0.25 if self.burst else 0.5)
+            await self._redis_retry(self.queue.promote_due)
+            if time.monotonic() - last_reclaim >= reclaim_every:
+                last_reclaim = time.monotonic()
+                await self._reclaim(claim_idle_ms)
+
+    async def _reclaim(self, claim_idle_ms: int) -> None:
+        free = self.capacity - self.local.qsize() - len(self.in_flight)
+        if free <= 0 or self.stopping.is_set():
+            return
+        taken = await self._redis_retry(lambda: self.queue.reclaim_stale(claim_idle_ms, free))
+        if not taken:
+            return
+        log.info("%s: took over %d pages idle for %.0fs on other consumers", self.name, len(taken), claim_idle_ms / 1000)
+        self.pending.batch.counters["reclaimed"] += len(taken)
+        for (entry_id, task), deliveries in taken:
+            if deliveries > self.worker.max_attempts:
+                # Delivered again and again, never settled: a page that kills
+                # its worker. Park it rather than crash every consumer in turn.
+                self.pending.batch.acks.append(entry_id)
+                self._dead(task, "poison", f"delivered {deliveries} times without settling", deliveries)
+                continue
+            self.local.put_nowait((entry_id, task))
+        await self._cleanup_consumers()
+
+    async def _cleanup_consumers(self) -> None:
+        """Remove consumers with nothing pending that stopped long ago."""
+        try:
+            consumers = await self.redis.xinfo_consumers(self.queue.keys.tasks, CONSUMER_GROUP)
+        except REDIS_DOWN:
+            return
+        idle_limit_ms = max(self.worker.claim_idle_s * 4, 600) * 1000
+        for consumer in consumers:
+            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
+            if name != self.name and int(consumer["pending"]) == 0 and int(consumer["idle"]) > idle_limit_ms:
+                await self.redis.xgroup_delconsumer(self.queue.keys.tasks, CONSUMER_GROUP, name)
+
+    def _heartbeat_state(self) -> dict[str, Any]:
+        return {"in_flight": len(self.in_flight), "queued_locally": self.local.qsize(), "pages_done": self.pages_done}
+
+    async def _redis_retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run a Redis call; through an outage, reconnect with backoff, log once."""
+        delay = 0.1
+        while True:
+            try:
+                result = await call()
+            except REDIS_DOWN as exc:
+                if self._redis_down_since is None:
+                    self._redis_down_since = time.monotonic()
+                    log.warning("%s: Redis unreachable (%s); retrying with backoff", self.name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._redis_down_since is not None:
+                log.warning("%s: Redis is back after %.1fs", self.name, time.monotonic() - self._redis_down_since)
+                self._redis_down_since = None
+            return result
+
+
+def _record(task: Task, consumer: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "task": orjson.dumps(task.to_dict()).decode(),
+        "fingerprint": task.fingerprint,
+        "consumer": consumer,
+        "first_seen_ms": task.first_seen_ms,
+        "failed_at_ms": now_ms(),
+        **extra,
+    }

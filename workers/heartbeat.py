@@ -1,0 +1,85 @@
+"""Liveness, twice: a field in Redis for `scraper stats`, a local file for the probe.
+
+The local file is what `scraper health` (the Kubernetes exec probe) reads:
+a worker whose Redis is briefly away is still alive and must not be killed
+for it, so the file is touched whatever Redis does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from scraper.keys import TargetKeys
+
+log = logging.getLogger(__name__)
+
+
+def consumer_name(index: int) -> str:
+    """Unique per pod and process: ``<hostname>-<pid>-<child index>``."""
+    return f"{socket.gethostname()}-{os.getpid()}-{index}"
+
+
+class Heartbeat:
+    def __init__(
+        self, client: aioredis.Redis, keys: TargetKeys, name: str, directory: Path, interval_s: float
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.name = name
+        self.interval_s = interval_s
+        self.directory = directory
+        self.file = directory / f"{name}.beat"
+
+    def touch_file(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.file.touch()
+        except OSError as exc:  # a read-only /tmp must not stop the crawl
+            log.debug("heartbeat file %s: %s", self.file, exc)
+
+    async def beat(self, state: dict[str, Any]) -> None:
+        self.touch_file()
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "ts": time.time(), **state}
+        await self.redis.hset(self.keys.consumers, self.name, orjson.dumps(record))
+
+    async def run(self, state: Callable[[], dict[str, Any]], stopping: asyncio.Event) -> None:
+        while True:
+            try:
+                await self.beat(state())
+            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError):
+                self.touch_file()  # alive, only Redis is away
+            await asyncio.sleep(self.interval_s)
+
+    async def remove(self) -> None:
+        try:
+            self.file.unlink(missing_ok=True)
+        except OSError:
+            pass
+        await self.redis.hdel(self.keys.consumers, self.name)
+
+
+def fresh_heartbeats(directory: Path, max_age_s: float) -> list[Path]:
+    """Heartbeat files touched within ``max_age_s``: what `scraper health` checks."""
+    now = time.time()
+    try:
+        files = list(directory.glob("*.beat"))
+    except OSError:
+        return []
+    fresh = []
+    for path in files:
+        try:
+            if now - path.stat().st_mtime <= max_age_s:
+                fresh.append(path)
+        except FileNotFoundError:
+            continue
+    return fresh

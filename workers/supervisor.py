@@ -1,0 +1,157 @@
+"""`scraper work`: start N worker processes, restart the dead, drain on SIGTERM.
+
+Children are aiomultiprocess processes with ``loop_initializer=
+uvloop.new_event_loop``. SIGTERM (Kubernetes scale-down) and SIGINT reach the
+supervisor (PID 1 under tini); it forwards SIGTERM to every child, which stops
+claiming, finishes or hands back its in-flight pages, flushes, acknowledges
+and exits 0. A second SIGINT kills the children at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import aiomultiprocess
+import uvloop
+
+from scraper.errors import RuntimeFailure
+from workers.child import ChildSpec, child_main
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+_RESTART_BACKOFF_MAX_S = 10.0
+
+
+@dataclass
+class Slot:
+    index: int
+    process: aiomultiprocess.Process
+    started: float
+    restarts: int = 0
+
+
+@dataclass
+class Supervisor:
+    spec: ChildSpec
+    processes: int
+    slots: dict[int, Slot] = field(default_factory=dict)
+    deaths: deque[float] = field(default_factory=deque)
+    stopping: bool = False
+    forced: bool = False
+
+    def _start(self, index: int, restarts: int = 0) -> Slot:
+        process = aiomultiprocess.Process(
+            target=child_main,
+            args=(self.spec, index),
+            name=f"scraper-worker-{index}",
+            loop_initializer=uvloop.new_event_loop,
+        )
+        process.start()
+        slot = Slot(index=index, process=process, started=time.monotonic(), restarts=restarts)
+        self.slots[index] = slot
+        return slot
+
+    def _on_signal(self, signum: int) -> None:
+        if self.stopping and signum == signal.SIGINT:
+            log.warning("second interrupt: killing workers now")
+            self.forced = True
+            for slot in self.slots.values():
+                if slot.process.is_alive():
+                    slot.process.kill()
+            return
+        if not self.stopping:
+            log.info("%s: draining workers (up to %.0fs)", signal.Signals(signum).name, self.spec.settings.worker.drain_timeout_s)
+        self.stopping = True
+        for slot in self.slots.values():
+            if slot.process.is_alive() and signum == signal.SIGTERM:
+                # SIGINT from a terminal already reached the whole process group.
+                slot.process.terminate()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        for index in range(self.processes):
+            self._start(index)
+        log.info("supervisor: %d worker processes started", self.processes)
+        waiting = {asyncio.create_task(slot.process.join()): slot for slot in self.slots.values()}
+        worker = self.spec.settings.worker
+        while waiting:
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for finished in done:
+                slot = waiting.pop(finished)
+                code = slot.process.exitcode
+                del self.slots[slot.index]
+                if code == 0 or self.stopping:
+                    continue
+                self.deaths.append(time.monotonic())
+                while self.deaths and time.monotonic() - self.deaths[0] > worker.restart_window_s:
+                    self.deaths.popleft()
+                if len(self.deaths) >= worker.restart_limit:
+                    self._stop_all()
+                    await asyncio.gather(*waiting, return_exceptions=True)
+                    raise RuntimeFailure(
+                        f"worker processes died {len(self.deaths)} times within {worker.restart_window_s:.0f}s "
+                        f"(last exit code {code}): stopping; see the log above"
+                    )
+                delay = min(_RESTART_BACKOFF_MAX_S, 0.5 * 2**slot.restarts)
+                log.warning("worker %d exited with code %s: restarting in %.1fs", slot.index, code, delay)
+                await asyncio.sleep(delay)
+                if self.stopping:
+                    continue
+                new = self._start(slot.index, slot.restarts + 1)
+                waiting[asyncio.create_task(new.process.join())] = new
+        return 1 if self.forced else 0
+
+    def _stop_all(self) -> None:
+        self.stopping = True
+        for slot in self.slots.values():
+            if slot.process.is_alive():
+                slot.process.terminate()
+
+
+async def serve_pod_metrics(metrics_dir: str, port: int) -> "web.AppRunner":
+    """``/metrics`` for the whole pod: the children's multi-process files, aggregated."""
+    from aiohttp import web  # noqa: PLC0415
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest  # noqa: PLC0415
+    from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=metrics_dir)
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - scraped from inside the cluster
+    log.info("metrics on :%d/metrics", port)
+    return runner
+
+
+async def supervise(spec: ChildSpec, processes: int) -> int:
+    """Run N children to completion (burst) or until a signal; returns the exit code."""
+    port = spec.settings.worker.metrics_port
+    runner = None
+    with tempfile.TemporaryDirectory(prefix="scraper-metrics-") as metrics_dir:
+        if port:
+            spec = replace(spec, metrics_dir=metrics_dir)
+            runner = await serve_pod_metrics(metrics_dir, port)
+        try:
+            return await Supervisor(spec, processes).run()
+        finally:
+            if runner is not None:
+                await runner.cleanup()
