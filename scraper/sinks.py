@@ -51,10 +51,10 @@ class JsonlSink:
     def flush(self) -> None:
         if not self._buffer:
             return
-        view = memoryview(self._buffer)
-        while view:
-            written = self._file.write(view)
-            view = view[written:]
+        written = self._file.write(self._buffer)  # a regular file takes it all at once
+        while written is not None and written < len(self._buffer):
+            del self._buffer[:written]
+            written = self._file.write(self._buffer)
         self._buffer.clear()
         if self.fsync:
             os.fsync(self._file.fileno())

@@ -29,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from scraper.errors import PageError, PageUnavailable, Throttled
 from scraper.keys import CONSUMER_GROUP
 from scraper.queue import Entry, SettleBatch, TaskQueue, now_ms
+from scraper.ratelimit import Limiter
 from scraper.settings import Settings
 from scraper.sinks import JsonlSink
 from scraper.targets.base import SiteAdapter
@@ -40,15 +41,6 @@ from workers.telemetry import Telemetry
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-
-
-class Limiter:
-    """What the consumer needs of a rate limiter (see scraper.ratelimit)."""
-
-    async def acquire(self) -> None: ...
-    async def on_throttle(self, retry_after_s: float | None = None) -> None: ...
-    def on_success(self) -> None: ...
-    async def close(self) -> None: ...
 
 
 @dataclass
@@ -196,8 +188,9 @@ class Consumer:
     async def _process(self, entry_id: bytes, task: Task) -> None:
         started = time.perf_counter()
         try:
-            await self._redis_retry(self.limiter.acquire)
-            body = await fetch(self.session, self.adapter.url(task))
+            async with self.limiter.slot():  # cluster-wide in-flight cap (no-op when off)
+                await self._redis_retry(self.limiter.acquire)
+                body = await fetch(self.session, self.adapter.url(task))
             result = self.adapter.parse(task, body)
         except PageError as exc:
             self.telemetry.request(time.perf_counter() - started, exc.reason)
