@@ -86,3 +86,35 @@ def simulator(env: dict[str, str], *args: str) -> Iterator[str]:
 
 def exported_rpids(path: Path) -> list[int]:
     return [orjson.loads(line)["rpid"] for line in path.read_bytes().splitlines() if line]
+
+
+def stats_json(redis_url: str, env: dict[str, str], target: str = "video-list") -> dict:
+    result = run_cli(["stats", "--target", target, "--redis-url", redis_url, "--json"], env)
+    assert result.returncode == 0, result.stderr
+    return orjson.loads(result.stdout)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def worker_children(supervisor_pid: int, heartbeat_dir: Path) -> list[int]:
+    """PIDs of the supervisor's live worker processes: its children that keep a
+    heartbeat (multiprocessing's resource tracker and manager do not)."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{supervisor_pid}/task").iterdir():
+        children.update(int(pid) for pid in (task / "children").read_text().split())
+    beating = {int(path.stem.rsplit("-", 2)[1]) for path in heartbeat_dir.glob("*.beat")}
+    return sorted(pid for pid in children & beating if _alive(pid))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

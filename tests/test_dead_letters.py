@@ -1,0 +1,65 @@
+"""Each error class ends where it should: retry, final record, dead letter; requeue completes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from scraper.simulator.corpus import Corpus
+from tests.helpers import cli_env, exported_rpids, run_cli, simulator, stats_json
+
+SEED, VIDEOS, COMMENTS, MAX_PAGE = 21, 12, 3000, 3
+
+
+def test_dead_letters_then_requeue_completes(tmp_path: Path, redis_url: str) -> None:
+    env = cli_env(tmp_path)
+    videos = tmp_path / "videos.txt"
+    out = tmp_path / "out"
+    common = ["--target", "video-list", "--redis-url", redis_url]
+    work = ["work", *common, "--processes", "1", "--concurrency", "8", "--rate-limit", "0", "--burst",
+            "--backoff-base", "0.05", "--output-dir", str(out)]
+    with simulator(env, "--seed", str(SEED), "--videos", str(VIDEOS), "--comments", str(COMMENTS),
+                   "--max-page", str(MAX_PAGE), "--fail-rate", "0.3", "--write-videos", str(videos)) as base_url:
+        corpus = Corpus.generate(seed=SEED, videos=VIDEOS, comments=COMMENTS, max_page=MAX_PAGE)
+        assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
+
+        # One attempt only: every injected 5xx becomes a dead letter with its reason.
+        first = run_cli([*work, "--max-attempts", "1"], env, timeout=120)
+        assert first.returncode == 0, first.stderr
+        stats = stats_json(redis_url, env)
+        assert stats["dead"] > 0 and stats["retries"] == 0
+
+        listed = run_cli(["dead", *common, "list", "--json"], env)
+        letters = orjson.loads(listed.stdout)
+        assert len(letters) == stats["dead"]
+        assert {letter["reason"] for letter in letters} <= {"http_5xx", "overloaded"}
+        assert all(letter["attempts"] == "1" and letter["error"] for letter in letters)
+        text = run_cli(["dead", *common, "list"], env).stdout
+        assert f"{stats['dead']} dead letters" in text
+
+        one = letters[0]["id"]
+        requeued = run_cli(["dead", *common, "requeue", one], env)
+        assert requeued.returncode == 0 and "1 pages back in the queue" in requeued.stdout
+        missing = run_cli(["dead", *common, "requeue", "0-1"], env)
+        assert missing.returncode == 2 and "no dead letter '0-1'" in missing.stderr
+        rest = run_cli(["dead", *common, "requeue", "--all"], env)
+        assert f"{stats['dead'] - 1} pages back in the queue" in rest.stdout
+
+        # With retries allowed, the requeued pages (and their follow-ups) complete.
+        second = run_cli([*work, "--max-attempts", "5"], env, timeout=120)
+        assert second.returncode == 0, second.stderr
+    after = stats_json(redis_url, env)
+    assert (after["queued"], after["in_flight"], after["delayed"], after["dead"]) == (0, 0, 0, 0)
+    # Final records: never retried, counted once each.
+    assert after["final"]["closed"] == 1 and after["final"]["deleted"] == 1
+    # Every page past the cap answers -400 and is recorded as such.
+    assert after["final"]["depth_cap"] == sum(
+        max(0, -(-v.roots // 20) - MAX_PAGE) for v in corpus.videos if v.state == "ok"
+    ) > 0
+    export_file = tmp_path / "all.jsonl"
+    assert run_cli(["export", *common, "--output-dir", str(out), "--output", str(export_file)], env).returncode == 0
+    rpids = exported_rpids(export_file)
+    assert len(rpids) == len(set(rpids))
+    assert set(rpids) == corpus.expected_rpids()
+    assert run_cli(["dead", *common, "purge"], env).stdout.strip() == "dead purge: 0 dead letters removed"
