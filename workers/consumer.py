@@ -208,6 +208,9 @@ class Consumer:
         self.pages_done += 1
 
     async def _failed(self, entry_id: bytes, task: Task, exc: PageError) -> None:
+        # Every change to the batch happens before the first await: the
+        # settler swaps batches while we wait, and a retry appended to an
+        # already-settled batch would be lost.
         batch = self.pending.batch
         batch.acks.append(entry_id)
         if isinstance(exc, PageUnavailable):
@@ -215,18 +218,21 @@ class Consumer:
             batch.counters[f"final:{exc.kind}"] += 1
             batch.counters["pages_final"] += 1
             return
-        if isinstance(exc, Throttled):
-            batch.counters["bans"] += 1
-            log.warning("%s: throttled (%s) on %s", self.name, exc, task.fingerprint)
-            await self.limiter.on_throttle(exc.retry_after_s)
         attempts = task.attempt + 1
         if attempts >= self.worker.max_attempts:
             self._dead(task, exc.reason, str(exc), attempts)
-            return
-        delay = self._backoff_s(attempts, exc)
-        batch.retries.append((task.retried(), now_ms() + int(delay * 1000)))
-        batch.counters[f"retries:{exc.reason}"] += 1
-        batch.counters["retries"] += 1
+        else:
+            delay = self._backoff_s(attempts, exc)
+            batch.retries.append((task.retried(), now_ms() + int(delay * 1000)))
+            batch.counters[f"retries:{exc.reason}"] += 1
+            batch.counters["retries"] += 1
+        if isinstance(exc, Throttled):
+            batch.counters["bans"] += 1
+            log.warning("%s: throttled (%s) on %s", self.name, exc, task.fingerprint)
+            try:
+                await self.limiter.on_throttle(exc.retry_after_s)
+            except REDIS_DOWN as redis_exc:  # the page is already rescheduled; the next ban tells the limiter
+                log.warning("%s: could not record the ban in Redis: %s", self.name, redis_exc)
 
     def _dead(self, task: Task, reason: str, error: str, attempts: int) -> None:
         batch = self.pending.batch
