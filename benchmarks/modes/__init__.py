@@ -1,0 +1,1 @@
+"""One program per benchmark mode; each is run as a script by ``benchmarks/run.py``."""
