@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlparse
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from scraper.keys import TargetKeys
+from scraper.queue import TaskQueue
 from scraper.redis_conn import async_client, wait_for_redis
 from scraper.settings import Settings
 from scraper.stats import list_targets, read_stats
@@ -53,6 +57,29 @@ class QueueCollector(Collector):
         yield rate
 
 
+async def _target_stats(client: Any, keys: TargetKeys) -> dict[str, Any]:
+    """Queue stats plus the shared limiter of the host the coordinator set up."""
+    base_url = await client.hget(keys.meta, "base_url")
+    host = urlparse(base_url.decode()).netloc if base_url else None
+    return await read_stats(client, keys, limiter_host=host)
+
+
+async def _promote_forever(client: Any, prefix: str, interval_s: float = 1.0) -> None:
+    """Move due retries back into their streams.
+
+    Workers do this too, but KEDA may have scaled them to zero while only
+    delayed retries remain: lag stays 0 and nobody would ever wake up. The
+    exporter runs always (one per cluster), so it turns due retries into lag.
+    """
+    while True:
+        try:
+            for target in await list_targets(client, prefix):
+                await TaskQueue(client, TargetKeys(target, prefix)).promote_due()
+        except (OSError, RedisConnectionError) as exc:
+            log.warning("exporter: cannot promote retries: %s", exc)
+        await asyncio.sleep(interval_s)
+
+
 async def serve_exporter(settings: Settings, url: str, host: str, port: int, *, ready: asyncio.Event | None = None) -> int:
     client = async_client(url)
     await wait_for_redis(client, url, settings.redis.connect_timeout_s)
@@ -63,7 +90,7 @@ async def serve_exporter(settings: Settings, url: str, host: str, port: int, *, 
 
     async def metrics(_: web.Request) -> web.Response:
         targets = await list_targets(client, prefix)
-        collector.snapshot = [await read_stats(client, TargetKeys(t, prefix)) for t in targets]
+        collector.snapshot = [await _target_stats(client, TargetKeys(t, prefix)) for t in targets]
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
@@ -75,7 +102,7 @@ async def serve_exporter(settings: Settings, url: str, host: str, port: int, *, 
     if ready is not None:
         ready.set()
     try:
-        await asyncio.Event().wait()
+        await _promote_forever(client, prefix)
     finally:
         await runner.cleanup()
         await client.aclose()

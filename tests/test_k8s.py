@@ -32,6 +32,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+
+from scraper.metrics import METRIC_NAMES
 import yaml
 
 from scraper.keys import CONSUMER_GROUP, TargetKeys
@@ -48,24 +50,9 @@ KUBERNETES_VERSION = "1.32.0"
 NAMESPACE = "scraper"
 TARGET = "video-list"
 
-# The metric names the dashboard may use: what the workers' /metrics and
-# `scraper exporter` export. Kept in this one constant until it is replaced
-# by an import of scraper.metrics.METRIC_NAMES, the exporting code's own list.
-DASHBOARD_METRICS = frozenset(
-    {
-        "scraper_pages_total",
-        "scraper_comments_total",
-        "scraper_request_duration_seconds",
-        "scraper_retries_total",
-        "scraper_in_flight",
-        "scraper_bans_total",
-        "scraper_queue_lag",
-        "scraper_queue_pending",
-        "scraper_queue_delayed",
-        "scraper_dead_letters",
-        "scraper_rate_limit_effective",
-    }
-)
+# The metric names the dashboard may use: exactly what the workers' /metrics
+# and `scraper exporter` export, from the exporting code's own list.
+DASHBOARD_METRICS = frozenset(METRIC_NAMES)
 HISTOGRAMS = frozenset({"scraper_request_duration_seconds"})
 
 # Every kustomization the tests render: name -> (directory, needs the

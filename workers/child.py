@@ -90,6 +90,7 @@ async def child_main(spec: ChildSpec, index: int) -> None:
         ),
         prefix=settings.redis.key_prefix,
     )
+    telemetry = Telemetry(Recorder(target.name, spec.metrics_dir))
     heartbeat = Heartbeat(redis_client, keys, name, Path(settings.worker.heartbeat_dir), settings.worker.heartbeat_s)
     consumer = Consumer(
         settings=settings,
@@ -101,9 +102,10 @@ async def child_main(spec: ChildSpec, index: int) -> None:
         sink=sink,
         limiter=limiter,
         heartbeat=heartbeat,
-        telemetry=Telemetry(Recorder(target.name, spec.metrics_dir)),
+        telemetry=telemetry,
         burst=spec.burst,
     )
+    telemetry.in_flight = lambda: len(consumer.in_flight)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, consumer.request_stop)

@@ -91,6 +91,7 @@ class Supervisor:
             for finished in done:
                 slot = waiting.pop(finished)
                 code = slot.process.exitcode
+                self._forget_metrics(slot)
                 del self.slots[slot.index]
                 if code == 0 or self.stopping:
                     continue
@@ -112,6 +113,13 @@ class Supervisor:
                 new = self._start(slot.index, slot.restarts + 1)
                 waiting[asyncio.create_task(new.process.join())] = new
         return 1 if self.forced else 0
+
+    def _forget_metrics(self, slot: Slot) -> None:
+        """A dead child's in-flight gauge must not count any more."""
+        if self.spec.metrics_dir and slot.process.pid is not None:
+            from prometheus_client import multiprocess  # noqa: PLC0415
+
+            multiprocess.mark_process_dead(slot.process.pid, self.spec.metrics_dir)
 
     def _stop_all(self) -> None:
         self.stopping = True
