@@ -257,9 +257,13 @@ def run_mode(
 
     log_path = (log_dir / f"{mode}.log") if log_dir else None
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    epoch_start = time.time()
     measured, text = run_measured(cmd, cwd=out_dir, env=env, timeout_s=timeout_s, log_path=log_path, watchdog=watchdog)
+    epoch_end = time.time()
     sim_cpu = sim.cpu_s() - sim_cpu_before
-    sent = sim.requests() - requests_before
+    stats = sim.stats()
+    sent = int(stats["requests"]) - requests_before
+    steady = steady_rate(stats.get("per_second") or {}, epoch_start, epoch_end)
     result = _parse_result(text)
     check = check_output(output, job.expected)
     if not keep_output:
@@ -280,6 +284,7 @@ def run_mode(
         "max_proc_rss_mb": round(measured.max_proc_rss_mb, 1),
         "tree_rss_mb": round(measured.tree_rss_mb, 1),
         "server_cpu_ms_per_page": round(sim_cpu * 1000 / max(sent, 1), 3),
+        "steady_pages_per_s": steady,
         "result": result,
     }
     if ok:
@@ -295,6 +300,18 @@ def run_mode(
         row["worker_child_max_rss_mb"] = work.get("worker_child_max_rss_mb")
         row["work_cpu_ms_per_page"] = round(float(work.get("cpu_s") or 0) * 1000 / max(job.pages, 1), 3)
     return row
+
+
+def steady_rate(per_second: dict[str, int], start: float, end: float) -> float | None:
+    """Median requests/s the simulator saw in the run's busy seconds.
+
+    The first and last second of the run are left out, and so are seconds
+    with no request at all (a mode still importing, or the scraper's
+    coordinate step): the rate the crawl holds once it runs. None when the run
+    has no such second.
+    """
+    counts = [n for second, n in per_second.items() if int(start) + 1 <= int(second) <= int(end) - 1 and n > 0]
+    return round(statistics.median(counts), 1) if counts else None
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:

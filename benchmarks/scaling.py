@@ -1,0 +1,138 @@
+"""How `scraper work` scales: pages/s over processes x concurrency at 50 ms latency.
+
+    .venv/bin/python benchmarks/scaling.py
+    .venv/bin/python benchmarks/scaling.py --processes 1 2 --concurrency 64 256
+
+Beside each cell: the Little's-law limit, concurrency x processes / latency
+(each coroutine holds one request for at least the latency), and the share of
+it reached. Past the machine's CPU the limit is out of reach: a `bare` row (one
+uvloop process, 256 workers, no Redis) shows where one process's CPU ends.
+
+One simulator (127.0.0.1, its own process) serves a corpus large enough for
+the biggest cell and is warmed once. Each cell crawls the first videos of
+that corpus, sized so the cell takes about ``--cell-seconds``: pages =
+min(Little's-law limit, ``--cpu-cap`` pages/s) x seconds. Every cell's output
+is checked exact against its videos' comments. Writes ``results/scaling.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import _harness as h
+from scraper.simulator.corpus import Corpus
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024])
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--cell-seconds", type=float, default=7.0, help="aimed duration of one cell's crawl")
+    parser.add_argument("--cpu-cap", type=float, default=3000.0, help="pages/s assumed at most when sizing cells")
+    parser.add_argument("--comments", type=int, default=500_000, help="corpus the cells draw from (~25k pages)")
+    parser.add_argument("--videos", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare reference row")
+    args = parser.parse_args()
+
+    info = h.machine_info()
+    corpus = Corpus.generate(seed=args.seed, videos=args.videos, comments=args.comments)
+    latency_s = args.latency_ms / 1000.0
+    workdir = Path(tempfile.mkdtemp(prefix="scraper-bench-scaling-"))
+    print(f"# scaling at {args.latency_ms:g} ms; {h.machine_line(info)}", flush=True)
+    cells: list[dict[str, Any]] = []
+    with h.Simulator(videos=args.videos, comments=args.comments, seed=args.seed, latency_ms=args.latency_ms) as sim:
+        full = h.Job.build(corpus, workdir / "full")
+        full.bind(sim.url)
+        warm = h.run_mode("bare", full, sim, timeout_s=args.timeout)
+        print(f"  warm-up over {full.pages:,} pages: {warm['status']}", flush=True)
+        jobs: dict[int, h.Job] = {}
+
+        def job_for(pages: int) -> h.Job:
+            n = h.videos_for_pages(corpus, pages)
+            if n not in jobs:
+                jobs[n] = h.Job.build(h.sub_corpus(corpus, n), workdir / f"v{n}")
+                jobs[n].bind(sim.url)
+            return jobs[n]
+
+        grid = [(p, c) for p in args.processes for c in args.concurrency]
+        if not args.no_bare:
+            grid.append((0, 256))  # the bare reference
+        for processes, concurrency in grid:
+            bare = processes == 0
+            limit = concurrency * max(processes, 1) / latency_s
+            job = job_for(int(min(limit, args.cpu_cap) * args.cell_seconds))
+            if bare:
+                row = h.run_mode("bare", job, sim, timeout_s=args.timeout)
+            else:
+                row = h.run_mode(
+                    "scraper", job, sim, timeout_s=args.timeout,
+                    extra_args=["--processes", str(processes), "--concurrency", str(concurrency)],
+                )
+            cell = {"processes": processes, "concurrency": concurrency, "limit": limit, **{k: v for k, v in row.items() if k != "result"}}
+            cells.append(cell)
+            label = "bare (1 process, no Redis)" if bare else f"{processes} x {concurrency}"
+            shown = (
+                f"{row['pages_per_s']:,.0f} pages/s, steady {h.fmt(row['steady_pages_per_s'])} "
+                f"({100 * (row['steady_pages_per_s'] or 0) / limit:.0f}% of {limit:,.0f})"
+                if row["status"] == "ok"
+                else row.get("failure", "")
+            )
+            print(f"  {label:28s} {job.pages:6,} pages  {row['status']}  {shown}", flush=True)
+
+    headers = [
+        "processes", "concurrency", "pages", "work s", "pages/s", "steady pages/s", "Little's law c x p / L",
+        "steady / limit", "client CPU ms/page", "worker child RSS MB",
+    ]
+    rows = []
+    for c in cells:
+        ok = c["status"] == "ok"
+        steady = c.get("steady_pages_per_s") or 0
+        rows.append(
+            [
+                "bare" if c["processes"] == 0 else str(c["processes"]),
+                str(c["concurrency"]),
+                h.fmt(c["pages"]),
+                h.fmt(c["fetch_s"], 2) if ok else "FAILED",
+                h.fmt(c.get("pages_per_s")) if ok else "-",
+                h.fmt(steady) if ok else "-",
+                h.fmt(c["limit"]),
+                f"{100 * steady / c['limit']:.0f}%" if ok else "-",
+                h.fmt(c["work_cpu_ms_per_page"] if c["processes"] else c["cpu_ms_per_page"], 2),
+                h.fmt(c.get("worker_child_max_rss_mb") if c["processes"] else c["max_proc_rss_mb"]),
+            ]
+        )
+    table = h.markdown_table(headers, rows)
+    print()
+    print(table)
+    command = "python benchmarks/scaling.py " + " ".join(sys.argv[1:])
+    md = [
+        f"# scraper work scaling at {args.latency_ms:g} ms latency: `{command.strip()}`",
+        "",
+        f"- machine: {h.machine_line(info)}",
+        f"- each cell: `scraper work --processes P --concurrency C --burst --rate-limit 0` on the first videos of a "
+        f"{corpus.expected_pages():,}-page corpus, sized for ~{args.cell_seconds:g} s; output checked exact.",
+        "- pages/s: over the `scraper work` step's wall time (start-up and burst exit included); steady: the median "
+        "requests/s the simulator saw in the busy seconds. Little's law: C x P / latency. CPU: the work tree.",
+        "- the bare row: one uvloop process, 256 workers, precomputed URLs, no Redis: one process's CPU ceiling here.",
+        "- noisy: 2 cores shared by client, simulator and other engineers' test runs.",
+        "",
+        table,
+        "",
+    ]
+    h.RESULTS_DIR.mkdir(exist_ok=True)
+    (h.RESULTS_DIR / "scaling.md").write_text("\n".join(md))
+    (h.RESULTS_DIR / "scaling.json").write_text(json.dumps({"machine": info, "cells": cells}, indent=1) + "\n")
+    print(f"\nwrote {h.RESULTS_DIR / 'scaling.md'}")
+    return 0 if all(c["status"] == "ok" for c in cells) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
