@@ -78,6 +78,7 @@ class TargetSettings:
     base_url: str = "https://api.bilibili.com"
     videos: str = "config/video-list.txt"
     page_size: int = 20
+    page_window: int = 50  # main pages fanned out ahead of the deepest page seen (bounds -400 waste)
     sub_replies: bool = True
     rate_limit: float = 0.0  # requests/s to the host, all pods together; 0: unlimited
     rate_burst: int = 5
@@ -253,6 +254,8 @@ def _validate(settings: Settings) -> None:
         raise UserError(f"simulate must be auto, always or never, got {settings.target.simulate!r}")
     if settings.log.format not in ("text", "json"):
         raise UserError(f"log format must be text or json, got {settings.log.format!r}")
+    if settings.target.page_window < 1:
+        raise UserError(f"page_window must be at least 1, got {settings.target.page_window}")
     if settings.target.page_size < 1 or settings.target.page_size > 20:
         raise UserError(f"page_size must be 1..20 (the API caps it at 20), got {settings.target.page_size}")
 

@@ -1,8 +1,11 @@
 """The Bilibili comment API (and the bundled simulator, which speaks its shape).
 
-Fan-out: page 1 of a video's root comments tells ``data.page.count`` (roots
-only), so pages 2..ceil(count/ps) are enqueued at once rather than one after
-another. A root comment whose ``rcount`` is larger than its embedded preview
+Fan-out: every page of a video's root comments tells ``data.page.count``
+(roots only). Pages are enqueued in windows of ``page_window``: page 1 enqueues
+pages 2..1+W, page 1+W the next W, and so on. Many pages of one video are in
+flight at once, yet a video deeper than the API's depth cap (it answers -400
+past a few hundred pages) costs at most one window of refused requests instead
+of every page up to the count. A root comment whose ``rcount`` is larger than its embedded preview
 (up to 3 replies) gets all its ``/x/v2/reply/reply`` pages enqueued; otherwise
 the preview is complete and is written as is.
 """
@@ -35,6 +38,7 @@ class BilibiliAdapter:
     def __init__(self, target: TargetSettings) -> None:
         self.base_url = target.base_url.rstrip("/")
         self.page_size = target.page_size
+        self.page_window = target.page_window
         self.sub_replies = target.sub_replies
         self._bvids: dict[int, str] = {}
 
@@ -88,12 +92,13 @@ class BilibiliAdapter:
             raise BadPayload("replies is not a list", reason="bad_shape")
         result = PageResult()
         bvid = task.bvid
-        if task.page == 1:
-            count = _page_count(data)
-            pages = math.ceil(count / self.page_size)
+        if (task.page - 1) % self.page_window == 0:  # the first page of a window opens the next
+            pages = math.ceil(_page_count(data) / self.page_size)
+            last = min(pages, task.page + self.page_window)
             result.followups.extend(
-                Task(kind=MAIN, oid=task.oid, page=p, bvid=bvid) for p in range(2, pages + 1)
+                Task(kind=MAIN, oid=task.oid, page=p, bvid=bvid) for p in range(task.page + 1, last + 1)
             )
+        if task.page == 1:
             # Pinned comments sit outside the page list; the export's dedup by
             # rpid absorbs the repeats.
             pinned = [c for c in (data.get("top_replies") or []) if isinstance(c, dict)]
