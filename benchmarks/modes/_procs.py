@@ -143,6 +143,26 @@ def _kill_tree(pid: int) -> None:
             pass
 
 
+_LIVE: set[int] = set()  # commands started by run_measured and not yet reaped
+
+
+def kill_live_trees(*_: object) -> None:
+    """Kill every running command's tree (they run in their own sessions, so no signal reaches them)."""
+    for pid in list(_LIVE):
+        _kill_tree(pid)
+
+
+def install_cleanup() -> None:
+    """On SIGTERM/SIGINT/SIGHUP: kill the commands' trees, then exit 143/130."""
+
+    def handler(signum: int, _frame: object) -> None:
+        kill_live_trees()
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, handler)
+
+
 def run_measured(
     cmd: list[str],
     *,
@@ -161,6 +181,7 @@ def run_measured(
     log = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _LIVE.add(proc.pid)
     sampler = TreeSampler(proc.pid, interval_s)
     sampler.start()
     timed_out = False
@@ -182,7 +203,10 @@ def run_measured(
 
     guard_thread = threading.Thread(target=guard, daemon=True)
     guard_thread.start()
-    _, status, usage = os.wait4(proc.pid, 0)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        _LIVE.discard(proc.pid)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     stopper.set()

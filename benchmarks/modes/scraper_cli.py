@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import _crawl
-from _procs import PrivateRedis, repo_root, run_measured, scraper_command
+from _procs import PrivateRedis, install_cleanup, repo_root, run_measured, scraper_command
 
 
 def main() -> None:
@@ -30,6 +30,7 @@ def main() -> None:
         batch_size=(int, 0, "tasks per XREADGROUP (0: the config's)"),
         log_level=(str, "WARNING", "the scraper's log level"),
     )
+    install_cleanup()
     started = time.perf_counter()
     config_dir = str(repo_root() / "config")
     with tempfile.TemporaryDirectory(prefix="bench-scraper-") as tmp:
@@ -42,6 +43,7 @@ def main() -> None:
         steps: dict[str, dict[str, object]] = {}
         outputs: dict[str, str] = {}
         failed = None
+        e2e_s = None
         try:
             plan = [
                 ("coordinate", ["coordinate", *common, "--videos", args.videos, "--base-url", args.base_url]),
@@ -66,6 +68,8 @@ def main() -> None:
                     step["worker_child_max_rss_mb"] = round(max((i.max_rss for i in children), default=0) / 2**20, 1)
                     step["worker_child_cpu_s"] = round(sum(i.cpu_s for i in children), 3)
                 steps[name] = step
+                if name == "export":
+                    e2e_s = time.perf_counter() - started  # what a user waits for; stats is the benchmark's
                 if measured.returncode != 0:
                     failed = f"scraper {name} exited {measured.returncode}: {output.strip()[-2000:]}"
                     break
@@ -84,6 +88,7 @@ def main() -> None:
         int(stats.get("pages_done", 0)) + int(sum((stats.get("final") or {}).values())),
         started,
         crawl_s=steps.get("work", {}).get("wall_s"),
+        e2e_s=round(e2e_s, 4) if e2e_s else None,
         errors=int(stats.get("dead", 0)) + (1 if failed else 0),
         retries=stats.get("retries"),
         steps=steps,
