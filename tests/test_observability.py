@@ -48,6 +48,8 @@ def test_stats_and_metrics_before_during_after(tmp_path: Path, redis_url: str) -
             assert during["in_flight"] > 0
             assert len(during["consumers"]) == 2
             assert all(c["heartbeat_age_s"] < 10 for c in during["consumers"])
+            health = run_cli(["health"], env)  # the liveness probe, reading the heartbeat dir from the env
+            assert health.returncode == 0 and "2 worker processes" in health.stdout
             # rates count whole seconds: wait for the first one to close
             wait_for(lambda: stats_json(redis_url, env)["pages_per_s_60s"] > 0, timeout=10)
 

@@ -115,3 +115,29 @@ async def test_release_hands_pages_back_at_once(client: aioredis.Redis) -> None:
     assert (counts.queued, counts.in_flight) == (2, 0)
     other = TaskQueue(client, KEYS, "c2")
     assert sorted(t.page for _, t in await other.claim(5, block_ms=10)) == [1, 2]
+
+
+async def test_dead_consumers_are_pruned_but_not_their_pending_work(client: aioredis.Redis) -> None:
+    import time
+
+    import orjson
+
+    from workers.heartbeat import prune_consumers
+
+    live, gone, holder = (TaskQueue(client, KEYS, name) for name in ("live", "gone", "holder"))
+    await live.ensure_group()
+    await live.enqueue(_pages(2))
+    await gone.claim(1, block_ms=10)
+    entries = await gone.reclaim_stale(0, 10)  # its one entry, claimed back by itself
+    assert len(entries) == 1
+    await gone.settle(SettleBatch(acks=[entries[0][0][0]]))  # gone's pending is now empty
+    await holder.claim(1, block_ms=10)  # holder keeps one pending
+    await client.hset(KEYS.consumers, mapping={
+        "gone": orjson.dumps({"ts": time.time() - 3600}),
+        "live": orjson.dumps({"ts": time.time()}),
+    })
+    removed = await prune_consumers(client, KEYS, keep="live", idle_limit_ms=0, heartbeat_max_age_s=60)
+    assert sorted(removed) == ["gone", "gone"]  # group member and heartbeat
+    names = {c["name"] for c in await client.xinfo_consumers(KEYS.tasks, "workers")}
+    assert names == {b"holder"}  # pending work keeps its consumer until taken over
+    assert set(await client.hkeys(KEYS.consumers)) == {b"live"}

@@ -119,8 +119,3 @@ async def child_main(spec: ChildSpec, index: int) -> None:
         await redis_client.aclose()
     log.info("%s: stopped after %d pages", name, consumer.pages_done)
 
-
-async def loop_kind() -> str:
-    """The running loop's class, for the test that proves uvloop runs in children."""
-    loop = asyncio.get_running_loop()
-    return f"{type(loop).__module__}.{type(loop).__name__}"

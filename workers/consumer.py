@@ -27,7 +27,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from scraper.errors import PageError, PageUnavailable, Throttled
-from scraper.keys import CONSUMER_GROUP
 from scraper.queue import Entry, SettleBatch, TaskQueue, now_ms
 from scraper.ratelimit import Limiter
 from scraper.settings import Settings
@@ -35,7 +34,7 @@ from scraper.sinks import JsonlSink
 from scraper.targets.base import SiteAdapter
 from scraper.tasks import Task
 from workers.fetch import fetch
-from workers.heartbeat import Heartbeat
+from workers.heartbeat import Heartbeat, prune_consumers
 from workers.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -299,16 +298,16 @@ class Consumer:
         await self._cleanup_consumers()
 
     async def _cleanup_consumers(self) -> None:
-        """Remove consumers with nothing pending that stopped long ago."""
         try:
-            consumers = await self.redis.xinfo_consumers(self.queue.keys.tasks, CONSUMER_GROUP)
+            await prune_consumers(
+                self.redis,
+                self.queue.keys,
+                keep=self.name,
+                idle_limit_ms=int(max(self.worker.claim_idle_s * 4, 600) * 1000),
+                heartbeat_max_age_s=max(self.worker.claim_idle_s * 2, 60.0),
+            )
         except REDIS_DOWN:
             return
-        idle_limit_ms = max(self.worker.claim_idle_s * 4, 600) * 1000
-        for consumer in consumers:
-            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
-            if name != self.name and int(consumer["pending"]) == 0 and int(consumer["idle"]) > idle_limit_ms:
-                await self.redis.xgroup_delconsumer(self.queue.keys.tasks, CONSUMER_GROUP, name)
 
     def _heartbeat_state(self) -> dict[str, Any]:
         return {"in_flight": len(self.in_flight), "queued_locally": self.local.qsize(), "pages_done": self.pages_done}

@@ -19,7 +19,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from scraper.keys import TargetKeys
+from redis.exceptions import ResponseError
+
+from scraper.keys import CONSUMER_GROUP, TargetKeys
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +85,28 @@ def fresh_heartbeats(directory: Path, max_age_s: float) -> list[Path]:
         except FileNotFoundError:
             continue
     return fresh
+
+
+async def prune_consumers(
+    client: aioredis.Redis, keys: TargetKeys, *, keep: str, idle_limit_ms: int, heartbeat_max_age_s: float
+) -> list[str]:
+    """Forget consumers that died: group members with nothing pending that have
+    been idle for long, and heartbeats that stopped. Pending entries are never
+    touched here: they are taken over by XCLAIM first, which empties them."""
+    removed: list[str] = []
+    try:
+        members = await client.xinfo_consumers(keys.tasks, CONSUMER_GROUP)
+    except ResponseError:
+        members = []  # no stream or group yet
+    for member in members:
+        name = member["name"].decode() if isinstance(member["name"], bytes) else str(member["name"])
+        if name != keep and int(member["pending"]) == 0 and int(member["idle"]) > idle_limit_ms:
+            await client.xgroup_delconsumer(keys.tasks, CONSUMER_GROUP, name)
+            removed.append(name)
+    now = time.time()
+    for field, raw in (await client.hgetall(keys.consumers)).items():
+        name = field.decode()
+        if name != keep and now - float(orjson.loads(raw).get("ts", 0)) > heartbeat_max_age_s:
+            await client.hdel(keys.consumers, name)
+            removed.append(name)
+    return removed
