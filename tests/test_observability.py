@@ -31,7 +31,7 @@ def test_stats_and_metrics_before_during_after(tmp_path: Path, redis_url: str) -
     videos, out = tmp_path / "videos.txt", tmp_path / "out"
     common = ["--target", "video-list", "--redis-url", redis_url]
     metrics_port, exporter_port = free_port(), free_port()
-    with simulator(env, "--seed", "4", "--videos", "10", "--comments", "3000", "--latency-ms", "150",
+    with simulator(env, "--seed", "4", "--videos", "10", "--comments", "3000", "--latency-ms", "400",
                    "--write-videos", str(videos)) as base_url:
         corpus = Corpus.generate(seed=4, videos=10, comments=3000)
         assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
