@@ -39,21 +39,32 @@ def _work_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, help="consumer coroutines per process (default 128)")
     parser.add_argument("--output-dir", help="where shards go: DIR/<target>/<host>-<pid>-<n>.jsonl")
     parser.add_argument("--base-url", help="the site's base URL (default from the target's TOML)")
-    parser.add_argument("--rate-limit", type=float, help="requests/s to the host, all processes and pods together; 0 = none")
+    parser.add_argument(
+        "--rate-limit", type=float, help="requests/s to the host, all processes and pods together; 0 = none"
+    )
     parser.add_argument("--rate-burst", type=int, help="requests the limiter lets through at once")
     parser.add_argument("--inflight-per-host", type=int, help="cluster-wide cap on requests in flight; 0 = none")
     parser.add_argument("--batch-size", type=int, help="tasks claimed per XREADGROUP")
     parser.add_argument("--max-attempts", type=int, help="attempts before a page becomes a dead letter (default 5)")
     parser.add_argument("--backoff-base", type=float, dest="backoff_base_s", help="first retry delay, seconds")
-    parser.add_argument("--claim-idle", type=float, dest="claim_idle_s", help="seconds before a silent consumer's pages are taken over")
-    parser.add_argument("--drain-timeout", type=float, dest="drain_timeout_s", help="seconds to finish in-flight pages on SIGTERM (default 25)")
+    parser.add_argument(
+        "--claim-idle", type=float, dest="claim_idle_s", help="seconds before a silent consumer's pages are taken over"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        dest="drain_timeout_s",
+        help="seconds to finish in-flight pages on SIGTERM (default 25)",
+    )
     parser.add_argument("--timeout", type=float, dest="timeout_s", help="per-request timeout, seconds")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics for this pod on this port")
     parser.add_argument("--fsync", action="store_true", default=None, help="fsync each flushed batch of output")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="scraper", description="Distributed comment scraper: Redis Streams + multi-process coroutine workers.")
+    parser = Parser(
+        prog="scraper", description="Distributed comment scraper: Redis Streams + multi-process coroutine workers."
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("coordinate", help="enqueue the first comment page of every video in the list")
@@ -79,7 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", help="video list file (default from the target's TOML)")
     p.add_argument("--output", help="export file (default: OUTPUT_DIR/<target>.jsonl)")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
-    p.add_argument("--simulate", choices=["auto", "always", "never"], help="crawl the bundled simulator (auto: when the site is unreachable)")
+    p.add_argument(
+        "--simulate",
+        choices=["auto", "always", "never"],
+        help="crawl the bundled simulator (auto: when the site is unreachable)",
+    )
 
     p = sub.add_parser("simulate", help="serve the bundled comment-API simulator")
     p.add_argument("--host", default="127.0.0.1")
@@ -149,7 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - the promise is one line, not a traceback
         log.debug("unexpected error", exc_info=True)
-        print(f"scraper: error: unexpected {type(exc).__name__}: {exc} (--log-level DEBUG shows the traceback)", file=sys.stderr)
+        print(
+            f"scraper: error: unexpected {type(exc).__name__}: {exc} (--log-level DEBUG shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -25,7 +25,10 @@ log = logging.getLogger("scraper")
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Flags that were given, mapped onto the settings tree."""
-    get = lambda name: getattr(args, name, None)  # noqa: E731
+
+    def get(name: str) -> Any:
+        return getattr(args, name, None)
+
     return {
         "redis": {"url": get("redis_url")},
         "log": {"level": get("log_level"), "format": get("log_format")},
@@ -120,7 +123,8 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
         try:
             summary = await coordinate(client, settings, videos)
             print(
-                f"coordinate {settings.target.name}: {summary.lines} videos read, {summary.duplicates} duplicates dropped, "
+                f"coordinate {settings.target.name}: {summary.lines} videos read, "
+                f"{summary.duplicates} duplicates dropped, "
                 f"{summary.enqueued} tasks enqueued ({summary.videos - summary.enqueued} already known) "
                 f"into {redis_conn.describe(url)}"
             )
@@ -323,9 +327,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         try:
             if args.target is None:
                 targets = await list_targets(client, settings.redis.key_prefix)
-                rows = [
-                    await read_stats(client, TargetKeys(t, settings.redis.key_prefix)) for t in targets
-                ]
+                rows = [await read_stats(client, TargetKeys(t, settings.redis.key_prefix)) for t in targets]
                 if args.json:
                     print(orjson.dumps({"targets": rows}).decode())
                 else:

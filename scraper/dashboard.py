@@ -27,7 +27,8 @@ def sparkline(values: list[float]) -> str:
 def render_stats(stats: dict[str, Any], history: list[float] | None = None) -> str:
     lines = [
         f"target {stats['target']}" + ("  (done)" if stats["done"] else ""),
-        f"  queue     queued {stats['queued']}  in flight {stats['in_flight']}  delayed {stats['delayed']}  dead {stats['dead']}",
+        f"  queue     queued {stats['queued']}  in flight {stats['in_flight']}  "
+        f"delayed {stats['delayed']}  dead {stats['dead']}",
         f"  progress  pages {stats['pages_done']} done of {stats['pages_known']} known  "
         f"comments {stats['comments']}  ETA {format_eta(stats['eta_s'])}",
         f"  speed     {stats['pages_per_s_10s']:.1f} pages/s (10s)  {stats['pages_per_s_60s']:.1f} pages/s (1m)  "
@@ -59,7 +60,9 @@ def _pairs(mapping: dict[str, int]) -> str:
 def render_targets(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no targets in this Redis yet (run `scraper coordinate --target NAME`)"
-    lines = [f"{'target':<20} {'queued':>8} {'in_flight':>9} {'delayed':>8} {'dead':>6} {'pages':>9} {'comments':>10}  state"]
+    lines = [
+        f"{'target':<20} {'queued':>8} {'in_flight':>9} {'delayed':>8} {'dead':>6} {'pages':>9} {'comments':>10}  state"
+    ]
     for row in rows:
         lines.append(
             f"{row['target']:<20} {row['queued']:>8} {row['in_flight']:>9} {row['delayed']:>8} {row['dead']:>6} "

@@ -15,12 +15,13 @@ def _text(value: Any) -> str:
 
 
 async def list_dead(client: aioredis.Redis, keys: TargetKeys) -> list[dict[str, Any]]:
-    entries = await client.xrange(keys.dead)
+    entries: Any = await client.xrange(keys.dead)
     return [{"id": _text(entry_id), **{_text(k): _text(v) for k, v in fields.items()}} for entry_id, fields in entries]
 
 
 async def requeue(client: aioredis.Redis, keys: TargetKeys, ids: list[str] | None) -> int:
     """Put dead pages back with their attempts reset; None = all of them."""
+    entries: Any
     if ids is None:
         entries = await client.xrange(keys.dead)
     else:
@@ -30,7 +31,9 @@ async def requeue(client: aioredis.Redis, keys: TargetKeys, ids: list[str] | Non
             if not found:
                 from scraper.errors import UserError  # noqa: PLC0415
 
-                raise UserError(f"dead requeue: no dead letter {entry_id!r} (see `scraper dead --target {keys.target} list`)")
+                raise UserError(
+                    f"dead requeue: no dead letter {entry_id!r} (see `scraper dead --target {keys.target} list`)"
+                )
             entries.extend(found)
     for entry_id, fields in entries:
         task = Task.decode(fields[b"task"]).fresh()

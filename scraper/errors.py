@@ -78,9 +78,7 @@ class Throttled(PageError):
 
     reason = "throttled"
 
-    def __init__(
-        self, message: str, *, reason: str | None = None, retry_after_s: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, reason: str | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message, reason=reason)
         self.retry_after_s = retry_after_s
 

@@ -64,7 +64,9 @@ def export(output_dir: Path, target: str, destination: Path, fmt: str = "jsonl")
     tmp = destination.with_name(destination.name + ".tmp")
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w" if fmt == "csv" else "wb", **({"newline": "", "encoding": "utf-8"} if fmt == "csv" else {})) as out:  # type: ignore[call-overload]
+        with open(
+            tmp, "w" if fmt == "csv" else "wb", **({"newline": "", "encoding": "utf-8"} if fmt == "csv" else {})
+        ) as out:  # type: ignore[call-overload]
             writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore") if fmt == "csv" else None
             if writer is not None:
                 writer.writeheader()

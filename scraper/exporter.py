@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import urlparse
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlparse
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from scraper.keys import TargetKeys
@@ -48,7 +47,9 @@ class QueueCollector(Collector):
                 family.add_metric([stats["target"]], float(stats[field]))
             yield family
         consumers = GaugeMetricFamily("scraper_consumers", "Live consumers (with a heartbeat)", labels=["target"])
-        rate = GaugeMetricFamily("scraper_rate_limit_effective", "Effective shared request rate (req/s)", labels=["target"])
+        rate = GaugeMetricFamily(
+            "scraper_rate_limit_effective", "Effective shared request rate (req/s)", labels=["target"]
+        )
         for stats in self.snapshot:
             consumers.add_metric([stats["target"]], float(len(stats["consumers"])))
             if stats.get("rate_limit"):
@@ -80,7 +81,9 @@ async def _promote_forever(client: Any, prefix: str, interval_s: float = 1.0) ->
         await asyncio.sleep(interval_s)
 
 
-async def serve_exporter(settings: Settings, url: str, host: str, port: int, *, ready: asyncio.Event | None = None) -> int:
+async def serve_exporter(
+    settings: Settings, url: str, host: str, port: int, *, ready: asyncio.Event | None = None
+) -> int:
     client = async_client(url)
     await wait_for_redis(client, url, settings.redis.connect_timeout_s)
     registry = CollectorRegistry()

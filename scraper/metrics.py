@@ -57,9 +57,7 @@ class Recorder:
         self._latency = Histogram(
             "scraper_request_duration_seconds", "Fetch + parse time per page", ["target"], buckets=LATENCY_BUCKETS_S
         )
-        self._in_flight = Gauge(
-            "scraper_in_flight", "Requests in flight", ["target"], multiprocess_mode="livesum"
-        )
+        self._in_flight = Gauge("scraper_in_flight", "Requests in flight", ["target"], multiprocess_mode="livesum")
         self._latency_child = self._latency.labels(target)
 
     def request(self, duration_s: float, outcome: str) -> None:
@@ -85,4 +83,3 @@ class Recorder:
         for name, value in counters.items():
             if name.startswith("retries:"):
                 self._retries.labels(target, name.partition(":")[2]).inc(value)
-

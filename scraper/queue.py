@@ -86,7 +86,7 @@ class QueueCounts:
     length: int
 
 
-def _record_fields(record: dict[str, Any]) -> dict[str, str | bytes]:
+def _record_fields(record: dict[str, Any]) -> dict[Any, Any]:
     return {k: v if isinstance(v, (str, bytes)) else str(v) for k, v in record.items()}
 
 
@@ -121,7 +121,7 @@ class TaskQueue:
         return added
 
     async def claim(self, count: int, block_ms: int) -> list[Entry]:
-        response = await self.redis.xreadgroup(
+        response: Any = await self.redis.xreadgroup(
             CONSUMER_GROUP, self.consumer, {self.keys.tasks: ">"}, count=count, block=block_ms
         )
         if not response:
@@ -130,13 +130,13 @@ class TaskQueue:
 
     async def reclaim_stale(self, min_idle_ms: int, count: int) -> list[tuple[Entry, int]]:
         """Take over entries idle on any consumer; returns (entry, times delivered)."""
-        pending = await self.redis.xpending_range(
+        pending: Any = await self.redis.xpending_range(
             self.keys.tasks, CONSUMER_GROUP, min="-", max="+", count=count, idle=min_idle_ms
         )
         if not pending:
             return []
         deliveries = {item["message_id"]: int(item["times_delivered"]) for item in pending}
-        claimed = await self.redis.xclaim(
+        claimed: Any = await self.redis.xclaim(
             self.keys.tasks, CONSUMER_GROUP, self.consumer, min_idle_time=min_idle_ms, message_ids=list(deliveries)
         )
         result: list[tuple[Entry, int]] = []
@@ -176,7 +176,9 @@ class TaskQueue:
 
     async def promote_due(self, limit: int = 500) -> int:
         """Move retries whose backoff has passed back into the stream."""
-        return int(await self.redis.eval(_PROMOTE_LUA, 2, self.keys.delayed, self.keys.tasks, now_ms(), limit, TASK_FIELD))
+        return int(
+            await self.redis.eval(_PROMOTE_LUA, 2, self.keys.delayed, self.keys.tasks, now_ms(), limit, TASK_FIELD)
+        )
 
     async def is_drained(self) -> bool:
         """Nothing queued, pending or delayed: the crawl of this target is over."""

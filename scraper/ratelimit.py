@@ -121,7 +121,9 @@ end
 
 # KEYS[1] state hash. ARGV: rate, burst, min_rate, increase per s, k, horizon (us), ttl (ms).
 # Returns {n, first send offset (us, may be < 0), interval (us), rate, cooldown left (us)}.
-_ACQUIRE_LUA = _LUA_COMMON + """
+_ACQUIRE_LUA = (
+    _LUA_COMMON
+    + """
 local key = KEYS[1]
 local cfg = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -161,11 +163,14 @@ redis.call('HSET', key, 'tat', fmt(tat), 'rate', fmt(rate), 'rate_at', fmt(now),
 redis.call('PEXPIRE', key, ttl)
 return {n, fmt(first), fmt(interval), fmt(rate), '0'}
 """
+)
 
 # KEYS[1] state hash. ARGV: rate, burst, min_rate, increase per s, first cooldown (us),
 # max cooldown (us), retry-after (us, < 0: none), ttl (ms).
 # Returns {1 if a new ban else 0, cooldown left (us), rate, bans}.
-_THROTTLE_LUA = _LUA_COMMON + """
+_THROTTLE_LUA = (
+    _LUA_COMMON
+    + """
 local key = KEYS[1]
 local cfg = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -212,10 +217,13 @@ redis.call('HSET', key, 'tat', fmt(tat), 'rate', fmt(rate), 'rate_at', fmt(cool)
 redis.call('PEXPIRE', key, ttl + math.ceil((cool - now) / 1000))
 return {fresh, fmt(cool - now), fmt(rate), bans}
 """
+)
 
 # KEYS[1] lease set. ARGV: cap, lease ttl (us), lease id.
 # Returns {1, '0'} when leased, else {0, time until the oldest lease expires (us)}.
-_SLOT_LUA = _LUA_COMMON + """
+_SLOT_LUA = (
+    _LUA_COMMON
+    + """
 local key = KEYS[1]
 local cap = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
@@ -229,6 +237,7 @@ end
 local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
 return {0, fmt(tonumber(oldest[2]) - now)}
 """
+)
 
 # KEYS[1] state hash, KEYS[2] lease set. Read-only.
 # Returns {configured rate, effective rate, cooldown left (us), bans, leases live}.
@@ -485,9 +494,7 @@ class HostRateLimiter:
         self._tokens.clear()
         self._reserved_until = 0.0
         self._generation += 1
-        if now < self._cooldown_until and (
-            retry_after_s is None or now + retry_after_s <= self._cooldown_until
-        ):
+        if now < self._cooldown_until and (retry_after_s is None or now + retry_after_s <= self._cooldown_until):
             return  # this process already knows about the cooldown: save the round trip
         config = self.config
         retry_after_us = -1.0 if retry_after_s is None else min(max(retry_after_s, 0.0), MAX_RETRY_AFTER_S) * 1e6
@@ -510,7 +517,11 @@ class HostRateLimiter:
         if fresh:
             log.warning(
                 "rate limit %s: throttled (ban %d): pausing %.1fs, rate now %.2f/s of %.2f/s",
-                self.host, int(bans), cooldown_us / 1e6, rate, config.rate,
+                self.host,
+                int(bans),
+                cooldown_us / 1e6,
+                rate,
+                config.rate,
             )
 
     def on_success(self) -> None:
@@ -538,8 +549,12 @@ class HostRateLimiter:
                 await self.release_slot(lease)
             except RedisError as exc:
                 # Raising here would hide the body's own error; the TTL frees it.
-                log.warning("rate limit %s: lease not released (%s); it expires in %.0fs",
-                            self.host, exc, self.config.lease_ttl_s)
+                log.warning(
+                    "rate limit %s: lease not released (%s); it expires in %.0fs",
+                    self.host,
+                    exc,
+                    self.config.lease_ttl_s,
+                )
 
     async def acquire_slot(self) -> str:
         """Wait for an in-flight lease and return its id ("" when there is no cap)."""

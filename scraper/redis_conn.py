@@ -10,6 +10,7 @@ stop`` shuts it down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import subprocess
@@ -94,16 +95,26 @@ def ensure_embedded(state_dir: Path, *, timeout_s: float = 10.0) -> str:
         subprocess.run(
             [
                 _embedded_binary(),
-                "--port", "0",
-                "--unixsocket", str(sock),
-                "--unixsocketperm", "700",
-                "--dir", str(redis_dir),
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
-                "--save", "",
-                "--daemonize", "yes",
-                "--pidfile", str(redis_dir / "redis.pid"),
-                "--logfile", str(redis_dir / "redis.log"),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(sock),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(redis_dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(redis_dir / "redis.pid"),
+                "--logfile",
+                str(redis_dir / "redis.log"),
             ],
             check=True,
             stdout=subprocess.DEVNULL,
@@ -124,10 +135,8 @@ def stop_embedded(state_dir: Path) -> bool:
     if not _ping(sock):
         return False
     client = redis.Redis(unix_socket_path=str(sock))
-    try:
+    with contextlib.suppress(redis.ConnectionError):  # shutdown closes the connection under us: success
         client.shutdown(nosave=True)
-    except redis.ConnectionError:
-        pass  # shutdown closes the connection under us: that is success
     return True
 
 
@@ -167,9 +176,7 @@ async def wait_for_redis(client: aioredis.Redis, url: str, timeout_s: float) -> 
             return
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             if time.monotonic() + delay > deadline:
-                raise RuntimeFailure(
-                    f"cannot reach Redis at {describe(url)} after {timeout_s:.0f}s: {exc}"
-                ) from None
+                raise RuntimeFailure(f"cannot reach Redis at {describe(url)} after {timeout_s:.0f}s: {exc}") from None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
         except redis.AuthenticationError:

@@ -182,9 +182,7 @@ def known_targets(config_dir: Path) -> list[str]:
 
 def env_layer(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     layer: dict[str, dict[str, str]] = {}
-    section_fields = {
-        name: {f.name for f in fields(getattr(Settings(), name))} for name in SECTIONS
-    }
+    section_fields = {name: {f.name for f in fields(getattr(Settings(), name))} for name in SECTIONS}
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX):
             continue
@@ -233,10 +231,7 @@ def load_settings(
 
     settings = _merge_layer(settings, env_layer(environ), "environment")
     if overrides:
-        cleaned = {
-            section: {k: v for k, v in values.items() if v is not None}
-            for section, values in overrides.items()
-        }
+        cleaned = {section: {k: v for k, v in values.items() if v is not None} for section, values in overrides.items()}
         settings = _merge_layer(settings, cleaned, "command line")
     _validate(settings)
     return settings

@@ -33,7 +33,9 @@ def _deepest() -> object:
     return max((v for v in CORPUS.videos if v.state == "ok"), key=lambda v: v.roots)
 
 
-async def test_page_one_fans_out_a_window_and_sub_reply_pages(site: tuple[BilibiliAdapter, aiohttp.ClientSession]) -> None:
+async def test_page_one_fans_out_a_window_and_sub_reply_pages(
+    site: tuple[BilibiliAdapter, aiohttp.ClientSession],
+) -> None:
     adapter, session = site
     video = _deepest()
     task = Task(kind=MAIN, oid=video.aid, page=1, bvid=video.bvid)
@@ -52,15 +54,29 @@ async def test_page_one_fans_out_a_window_and_sub_reply_pages(site: tuple[Bilibi
     assert all(t.bvid == video.bvid and t.oid == video.aid for t in result.followups)
 
     roots = [r["rpid"] for r in payload["data"]["replies"]]
-    complete_previews = [c["rpid"] for r in payload["data"]["replies"] if r["rcount"] <= len(r["replies"] or []) for c in r["replies"] or []]
+    complete_previews = [
+        c["rpid"]
+        for r in payload["data"]["replies"]
+        if r["rcount"] <= len(r["replies"] or [])
+        for c in r["replies"] or []
+    ]
     assert [r["rpid"] for r in result.records] == [*_interleave(payload)]
     assert {r["rpid"] for r in result.records} == set(roots) | set(complete_previews)
     first = result.records[0]
     root = payload["data"]["replies"][0]
     assert first == {
-        "rpid": root["rpid"], "oid": video.aid, "bvid": video.bvid, "root": 0, "parent": 0, "mid": root["mid"],
-        "uname": root["member"]["uname"], "level": root["member"]["level_info"]["current_level"],
-        "message": root["content"]["message"], "ctime": root["ctime"], "like": root["like"], "rcount": root["rcount"],
+        "rpid": root["rpid"],
+        "oid": video.aid,
+        "bvid": video.bvid,
+        "root": 0,
+        "parent": 0,
+        "mid": root["mid"],
+        "uname": root["member"]["uname"],
+        "level": root["member"]["level_info"]["current_level"],
+        "message": root["content"]["message"],
+        "ctime": root["ctime"],
+        "like": root["like"],
+        "rcount": root["rcount"],
     }
 
 
@@ -84,7 +100,9 @@ async def test_window_page_opens_the_next_window(site: tuple[BilibiliAdapter, ai
     result = adapter.parse(task, await fetch(session, adapter.url(task)))
     assert sorted(t.page for t in result.followups if t.kind == MAIN) == list(range(52, min(pages, 101) + 1))
     middle = Task(kind=MAIN, oid=video.aid, page=7, bvid=video.bvid)
-    assert [t for t in adapter.parse(middle, await fetch(session, adapter.url(middle))).followups if t.kind == MAIN] == []
+    assert [
+        t for t in adapter.parse(middle, await fetch(session, adapter.url(middle))).followups if t.kind == MAIN
+    ] == []
 
 
 async def test_reply_pages_and_the_end_of_a_sequence(site: tuple[BilibiliAdapter, aiohttp.ClientSession]) -> None:

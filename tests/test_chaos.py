@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
-
 import urllib.request
+from pathlib import Path
 
 import orjson
 
@@ -16,10 +15,34 @@ from tests.conftest import RedisServer
 from tests.helpers import cli_env, exported_rpids, run_cli, simulator, start_cli, stats_json, wait_for, worker_children
 
 SEED, VIDEOS, COMMENTS = 5, 24, 12000
-FAULTS = ["--fail-rate", "0.03", "--truncate-rate", "0.02", "--bad-json-rate", "0.02", "--reset-rate", "0.02",
-          "--slow-rate", "0.01", "--slow-ms", "2500"]
-WORK = ["--processes", "2", "--concurrency", "4", "--rate-limit", "0", "--claim-idle", "2", "--backoff-base", "0.1",
-        "--timeout", "1"]
+FAULTS = [
+    "--fail-rate",
+    "0.03",
+    "--truncate-rate",
+    "0.02",
+    "--bad-json-rate",
+    "0.02",
+    "--reset-rate",
+    "0.02",
+    "--slow-rate",
+    "0.01",
+    "--slow-ms",
+    "2500",
+]
+WORK = [
+    "--processes",
+    "2",
+    "--concurrency",
+    "4",
+    "--rate-limit",
+    "0",
+    "--claim-idle",
+    "2",
+    "--backoff-base",
+    "0.1",
+    "--timeout",
+    "1",
+]
 
 
 def test_chaos_kill_and_redis_restart(tmp_path: Path, aof_redis: RedisServer) -> None:
@@ -29,18 +52,35 @@ def test_chaos_kill_and_redis_restart(tmp_path: Path, aof_redis: RedisServer) ->
     out = tmp_path / "out"
     common = ["--target", "video-list", "--redis-url", url]
     started = time.monotonic()
-    with simulator(env, "--seed", str(SEED), "--videos", str(VIDEOS), "--comments", str(COMMENTS),
-                   "--latency-ms", "100", "--write-videos", str(videos), *FAULTS) as base_url:
+    with simulator(
+        env,
+        "--seed",
+        str(SEED),
+        "--videos",
+        str(VIDEOS),
+        "--comments",
+        str(COMMENTS),
+        "--latency-ms",
+        "100",
+        "--write-videos",
+        str(videos),
+        *FAULTS,
+    ) as base_url:
         corpus = Corpus.generate(seed=SEED, videos=VIDEOS, comments=COMMENTS)
         assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
 
         # 1. A worker pod; kill -9 one of its children mid-crawl: the supervisor restarts it.
         pod = start_cli(["work", *common, *WORK, "--output-dir", str(out)], env)
         beats = tmp_path / "heartbeat"
-        wait_for(lambda: stats_json(url, env)["pages_done"] >= 60 and len(worker_children(pod.pid, beats)) == 2, timeout=60)
+        wait_for(
+            lambda: stats_json(url, env)["pages_done"] >= 60 and len(worker_children(pod.pid, beats)) == 2, timeout=60
+        )
         victim = worker_children(pod.pid, beats)[0]
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: victim not in worker_children(pod.pid, beats) and len(worker_children(pod.pid, beats)) == 2, timeout=30)
+        wait_for(
+            lambda: victim not in worker_children(pod.pid, beats) and len(worker_children(pod.pid, beats)) == 2,
+            timeout=30,
+        )
 
         # 2. kill -9 the whole worker process group: every page it held stays pending.
         done_before = stats_json(url, env)["pages_done"]
@@ -90,12 +130,28 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path, redis_url: str) -> None:
     videos = tmp_path / "videos.txt"
     out = tmp_path / "out"
     common = ["--target", "video-list", "--redis-url", redis_url]
-    with simulator(env, "--seed", "3", "--videos", "12", "--comments", "4000", "--latency-ms", "300",
-                   "--write-videos", str(videos)) as base_url:
+    with simulator(
+        env, "--seed", "3", "--videos", "12", "--comments", "4000", "--latency-ms", "300", "--write-videos", str(videos)
+    ) as base_url:
         corpus = Corpus.generate(seed=3, videos=12, comments=4000)
         assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
-        pod = start_cli(["work", *common, "--processes", "2", "--concurrency", "8", "--rate-limit", "0",
-                         "--drain-timeout", "5", "--output-dir", str(out)], env)
+        pod = start_cli(
+            [
+                "work",
+                *common,
+                "--processes",
+                "2",
+                "--concurrency",
+                "8",
+                "--rate-limit",
+                "0",
+                "--drain-timeout",
+                "5",
+                "--output-dir",
+                str(out),
+            ],
+            env,
+        )
         wait_for(lambda: stats_json(redis_url, env)["pages_done"] >= 20, timeout=60)
         assert stats_json(redis_url, env)["in_flight"] > 0
         sent = time.monotonic()
@@ -110,8 +166,23 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path, redis_url: str) -> None:
         assert after["queued"] > 0
 
         # Nothing was lost: another worker finishes, and the export is exact.
-        finish = run_cli(["work", *common, "--processes", "1", "--concurrency", "16", "--rate-limit", "0", "--burst",
-                          "--output-dir", str(out)], env, timeout=300)
+        finish = run_cli(
+            [
+                "work",
+                *common,
+                "--processes",
+                "1",
+                "--concurrency",
+                "16",
+                "--rate-limit",
+                "0",
+                "--burst",
+                "--output-dir",
+                str(out),
+            ],
+            env,
+            timeout=300,
+        )
         assert finish.returncode == 0, finish.stderr
     export_file = tmp_path / "all.jsonl"
     assert run_cli(["export", *common, "--output-dir", str(out), "--output", str(export_file)], env).returncode == 0

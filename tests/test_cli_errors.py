@@ -22,7 +22,9 @@ def _one_line_error(stderr: str) -> str:
 def test_malformed_video_list_enqueues_nothing(tmp_path: Path, redis_url: str) -> None:
     videos = tmp_path / "videos.txt"
     videos.write_text("BV17x411w7KC\n\n# ok so far\nav2\nBV1nope\n")
-    result = run_cli(["coordinate", "--target", "video-list", "--videos", str(videos), "--redis-url", redis_url], cli_env(tmp_path))
+    result = run_cli(
+        ["coordinate", "--target", "video-list", "--videos", str(videos), "--redis-url", redis_url], cli_env(tmp_path)
+    )
     assert result.returncode == 2
     line = _one_line_error(result.stderr)
     assert f"{videos}:5: malformed BV id" in line
@@ -33,13 +35,25 @@ def test_malformed_video_list_enqueues_nothing(tmp_path: Path, redis_url: str) -
 @pytest.mark.parametrize(
     ("args", "code", "fragment"),
     [
-        (["coordinate", "--target", "video-list", "--videos", "/nonexistent/list.txt"], 2, "/nonexistent/list.txt: video list not found"),
+        (
+            ["coordinate", "--target", "video-list", "--videos", "/nonexistent/list.txt"],
+            2,
+            "/nonexistent/list.txt: video list not found",
+        ),
         (["coordinate", "--target", "nope"], 2, "unknown target 'nope'"),
-        (["coordinate", "--target", "video-list", "--redis-url", "http://localhost:6379"], 2, "scheme must be redis://"),
+        (
+            ["coordinate", "--target", "video-list", "--redis-url", "http://localhost:6379"],
+            2,
+            "scheme must be redis://",
+        ),
         (["coordinate", "--target", "video-list", "--redis-url", "redis://localhost:notaport"], 2, "bad port"),
         (["work", "--target", "video-list", "--base-url", "ftp://x", "--burst"], 2, "base URL 'ftp://x'"),
         (["work", "--target", "video-list", "--processes", "0"], 2, "processes must be at least 1"),
-        (["export", "--target", "video-list", "--output-dir", "/nonexistent-out", "--output", "x.jsonl"], 2, "no output for target"),
+        (
+            ["export", "--target", "video-list", "--output-dir", "/nonexistent-out", "--output", "x.jsonl"],
+            2,
+            "no output for target",
+        ),
         (["work", "--target"], 2, "expected one argument"),
     ],
 )
@@ -65,7 +79,10 @@ def test_redis_unreachable_is_a_clear_error_after_a_bounded_wait(tmp_path: Path)
 
 def test_password_is_not_printed(tmp_path: Path) -> None:
     url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
-    result = run_cli(["stats", "--target", "video-list", "--redis-url", url], cli_env(tmp_path, SCRAPER_REDIS_CONNECT_TIMEOUT_S="0.5"))
+    result = run_cli(
+        ["stats", "--target", "video-list", "--redis-url", url],
+        cli_env(tmp_path, SCRAPER_REDIS_CONNECT_TIMEOUT_S="0.5"),
+    )
     assert result.returncode == 1
     assert "hunter2" not in result.stderr and ":***@" in result.stderr
 
@@ -73,6 +90,9 @@ def test_password_is_not_printed(tmp_path: Path) -> None:
 def test_output_dir_not_writable(tmp_path: Path, redis_url: str) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = run_cli(["work", "--target", "video-list", "--burst", "--output-dir", str(blocker / "out"), "--redis-url", redis_url], cli_env(tmp_path))
+    result = run_cli(
+        ["work", "--target", "video-list", "--burst", "--output-dir", str(blocker / "out"), "--redis-url", redis_url],
+        cli_env(tmp_path),
+    )
     assert result.returncode == 2
     assert f"{blocker / 'out'}: output directory not writable" in _one_line_error(result.stderr)

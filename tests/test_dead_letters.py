@@ -17,10 +17,36 @@ def test_dead_letters_then_requeue_completes(tmp_path: Path, redis_url: str) -> 
     videos = tmp_path / "videos.txt"
     out = tmp_path / "out"
     common = ["--target", "video-list", "--redis-url", redis_url]
-    work = ["work", *common, "--processes", "1", "--concurrency", "8", "--rate-limit", "0", "--burst",
-            "--backoff-base", "0.05", "--output-dir", str(out)]
-    with simulator(env, "--seed", str(SEED), "--videos", str(VIDEOS), "--comments", str(COMMENTS),
-                   "--max-page", str(MAX_PAGE), "--fail-rate", "0.3", "--write-videos", str(videos)) as base_url:
+    work = [
+        "work",
+        *common,
+        "--processes",
+        "1",
+        "--concurrency",
+        "8",
+        "--rate-limit",
+        "0",
+        "--burst",
+        "--backoff-base",
+        "0.05",
+        "--output-dir",
+        str(out),
+    ]
+    with simulator(
+        env,
+        "--seed",
+        str(SEED),
+        "--videos",
+        str(VIDEOS),
+        "--comments",
+        str(COMMENTS),
+        "--max-page",
+        str(MAX_PAGE),
+        "--fail-rate",
+        "0.3",
+        "--write-videos",
+        str(videos),
+    ) as base_url:
         corpus = Corpus.generate(seed=SEED, videos=VIDEOS, comments=COMMENTS, max_page=MAX_PAGE)
         assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
 
@@ -55,9 +81,11 @@ def test_dead_letters_then_requeue_completes(tmp_path: Path, redis_url: str) -> 
     assert after["final"]["closed"] == 1 and after["final"]["deleted"] == 1
     # Pages past the cap answer -400 and are recorded as such; the window of
     # 50 pages that page 1 opens bounds how many a deep video costs.
-    assert after["final"]["depth_cap"] == sum(
-        max(0, min(-(-v.roots // 20), 51) - MAX_PAGE) for v in corpus.videos if v.state == "ok"
-    ) > 0
+    assert (
+        after["final"]["depth_cap"]
+        == sum(max(0, min(-(-v.roots // 20), 51) - MAX_PAGE) for v in corpus.videos if v.state == "ok")
+        > 0
+    )
     export_file = tmp_path / "all.jsonl"
     assert run_cli(["export", *common, "--output-dir", str(out), "--output", str(export_file)], env).returncode == 0
     rpids = exported_rpids(export_file)

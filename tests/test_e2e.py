@@ -22,7 +22,16 @@ def corpus() -> Corpus:
 def test_coordinate_work_export(tmp_path: Path, redis_url: str, corpus: Corpus) -> None:
     env = cli_env(tmp_path)
     videos = tmp_path / "videos.txt"
-    sim_args = ["--seed", str(SEED), "--videos", str(VIDEOS), "--comments", str(COMMENTS), "--write-videos", str(videos)]
+    sim_args = [
+        "--seed",
+        str(SEED),
+        "--videos",
+        str(VIDEOS),
+        "--comments",
+        str(COMMENTS),
+        "--write-videos",
+        str(videos),
+    ]
     with simulator(env, *sim_args) as base_url:
         lines = [line for line in videos.read_text().splitlines() if line and not line.startswith("#")]
         forms = Counter("url" if line.startswith("http") else line[:2] for line in lines)
@@ -40,7 +49,19 @@ def test_coordinate_work_export(tmp_path: Path, redis_url: str, corpus: Corpus) 
 
         out = tmp_path / "out"
         work = run_cli(
-            ["work", *common, "--processes", "2", "--concurrency", "16", "--burst", "--output-dir", str(out), "--rate-limit", "0"],
+            [
+                "work",
+                *common,
+                "--processes",
+                "2",
+                "--concurrency",
+                "16",
+                "--burst",
+                "--output-dir",
+                str(out),
+                "--rate-limit",
+                "0",
+            ],
             env,
             timeout=180,
         )
@@ -56,7 +77,19 @@ def test_coordinate_work_export(tmp_path: Path, redis_url: str, corpus: Corpus) 
     assert len(list((out / "video-list").glob("*.jsonl"))) == 2  # one shard per child
 
     record = orjson.loads(export_file.read_bytes().splitlines()[0])
-    assert set(record) >= {"rpid", "oid", "bvid", "root", "parent", "mid", "uname", "message", "ctime", "like", "rcount"}
+    assert set(record) >= {
+        "rpid",
+        "oid",
+        "bvid",
+        "root",
+        "parent",
+        "mid",
+        "uname",
+        "message",
+        "ctime",
+        "like",
+        "rcount",
+    }
 
     stats = run_cli(["stats", *common, "--json"], env)
     assert stats.returncode == 0, stats.stderr
@@ -74,8 +107,23 @@ def test_run_with_embedded_redis_and_simulator(tmp_path: Path) -> None:
     videos.write_text("BV17x411w7KC\nav2\nhttps://www.bilibili.com/video/BV1xx411c7mD/?p=1\n")
     output = tmp_path / "all.jsonl"
     result = run_cli(
-        ["run", "--target", "video-list", "--videos", str(videos), "--simulate", "always", "--processes", "2",
-         "--concurrency", "8", "--output-dir", str(tmp_path / "out"), "--output", str(output)],
+        [
+            "run",
+            "--target",
+            "video-list",
+            "--videos",
+            str(videos),
+            "--simulate",
+            "always",
+            "--processes",
+            "2",
+            "--concurrency",
+            "8",
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--output",
+            str(output),
+        ],
         env,
         timeout=180,
     )
@@ -87,6 +135,8 @@ def test_run_with_embedded_redis_and_simulator(tmp_path: Path) -> None:
         assert len(rpids) == len(set(rpids))
         assert set(rpids) == expected
         assert f"{len(expected)} comments -> {output}" in result.stdout
-        assert (tmp_path / "state" / "redis" / "appendonly.aof").exists() or any((tmp_path / "state" / "redis").glob("appendonly*"))
+        assert (tmp_path / "state" / "redis" / "appendonly.aof").exists() or any(
+            (tmp_path / "state" / "redis").glob("appendonly*")
+        )
     finally:
         run_cli(["redis", "stop"], env)

@@ -38,7 +38,12 @@ def _fixed(response: web.Response):  # type: ignore[no-untyped-def]
 async def server() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/ok", _fixed(web.Response(body=b'{"code":0}')))
-    app.router.add_get("/412", _fixed(web.Response(status=412, text="<html>request rejected by security control</html>", content_type="text/html")))
+    app.router.add_get(
+        "/412",
+        _fixed(
+            web.Response(status=412, text="<html>request rejected by security control</html>", content_type="text/html")
+        ),
+    )
     app.router.add_get("/429", _fixed(web.Response(status=429, headers={"Retry-After": "7"})))
     app.router.add_get("/503", _fixed(web.Response(status=503)))
     app.router.add_get("/404", _fixed(web.Response(status=404)))

@@ -48,7 +48,9 @@ def recording_site() -> Iterator[tuple[str, list[dict[str, str]]]]:
 
 
 @pytest.mark.parametrize("source", ["env", "file"])
-def test_headers_and_cookie(tmp_path: Path, redis_url: str, recording_site: tuple[str, list[dict[str, str]]], source: str) -> None:
+def test_headers_and_cookie(
+    tmp_path: Path, redis_url: str, recording_site: tuple[str, list[dict[str, str]]], source: str
+) -> None:
     base_url, seen = recording_site
     extra = {"SCRAPER_COOKIE": COOKIE} if source == "env" else {"SCRAPER_HTTP_COOKIE_FILE": str(tmp_path / "cookie")}
     (tmp_path / "cookie").write_text(COOKIE + "\n")
@@ -57,8 +59,25 @@ def test_headers_and_cookie(tmp_path: Path, redis_url: str, recording_site: tupl
     videos.write_text("av170001\n")
     common = ["--target", "video-list", "--redis-url", redis_url]
     assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
-    work = run_cli(["work", *common, "--processes", "1", "--concurrency", "2", "--rate-limit", "0", "--burst",
-                    "--output-dir", str(tmp_path / "out"), "--log-level", "DEBUG"], env, timeout=60)
+    work = run_cli(
+        [
+            "work",
+            *common,
+            "--processes",
+            "1",
+            "--concurrency",
+            "2",
+            "--rate-limit",
+            "0",
+            "--burst",
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--log-level",
+            "DEBUG",
+        ],
+        env,
+        timeout=60,
+    )
     assert work.returncode == 0, work.stderr
     assert len(seen) == 1
     assert seen[0]["Cookie"] == COOKIE

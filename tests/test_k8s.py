@@ -32,11 +32,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-
-from scraper.metrics import METRIC_NAMES
 import yaml
 
 from scraper.keys import CONSUMER_GROUP, TargetKeys
+from scraper.metrics import METRIC_NAMES
 from scraper.settings import env_layer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from scraper.dashboard import render_stats, sparkline, watch
+from scraper.dashboard import sparkline, watch
 from scraper.keys import TargetKeys
 from scraper.metrics import POD_METRICS, QUEUE_METRICS
 from scraper.progress import progress_line
@@ -31,17 +31,36 @@ def test_stats_and_metrics_before_during_after(tmp_path: Path, redis_url: str) -
     videos, out = tmp_path / "videos.txt", tmp_path / "out"
     common = ["--target", "video-list", "--redis-url", redis_url]
     metrics_port, exporter_port = free_port(), free_port()
-    with simulator(env, "--seed", "4", "--videos", "10", "--comments", "3000", "--latency-ms", "400",
-                   "--write-videos", str(videos)) as base_url:
+    with simulator(
+        env, "--seed", "4", "--videos", "10", "--comments", "3000", "--latency-ms", "400", "--write-videos", str(videos)
+    ) as base_url:
         corpus = Corpus.generate(seed=4, videos=10, comments=3000)
         assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
         before = stats_json(redis_url, env)
         assert (before["queued"], before["in_flight"], before["pages_done"], before["comments"]) == (10, 0, 0, 0)
         assert before["consumers"] == []
 
-        exporter = start_cli(["exporter", "--redis-url", redis_url, "--host", "127.0.0.1", "--port", str(exporter_port)], env)
-        pod = start_cli(["work", *common, "--processes", "2", "--concurrency", "4", "--rate-limit", "0", "--burst",
-                         "--metrics-port", str(metrics_port), "--output-dir", str(out)], env)
+        exporter = start_cli(
+            ["exporter", "--redis-url", redis_url, "--host", "127.0.0.1", "--port", str(exporter_port)], env
+        )
+        pod = start_cli(
+            [
+                "work",
+                *common,
+                "--processes",
+                "2",
+                "--concurrency",
+                "4",
+                "--rate-limit",
+                "0",
+                "--burst",
+                "--metrics-port",
+                str(metrics_port),
+                "--output-dir",
+                str(out),
+            ],
+            env,
+        )
         try:
             wait_for(lambda: stats_json(redis_url, env)["pages_done"] >= 10, timeout=60)
             during = stats_json(redis_url, env)
@@ -56,8 +75,17 @@ def test_stats_and_metrics_before_during_after(tmp_path: Path, redis_url: str) -
             wait_for(lambda: "scraper_pages" in _scrape(metrics_port), timeout=30)
             pod_metrics = _scrape(metrics_port)
             # prometheus' parser strips _total from counter family names
-            assert {"scraper_pages", "scraper_comments", "scraper_request_duration_seconds", "scraper_in_flight"} <= set(pod_metrics)
-            ok = [s for s in pod_metrics["scraper_pages"] if s.name == "scraper_pages_total" and s.labels["status"] == "ok"]
+            assert {
+                "scraper_pages",
+                "scraper_comments",
+                "scraper_request_duration_seconds",
+                "scraper_in_flight",
+            } <= set(pod_metrics)
+            ok = [
+                s
+                for s in pod_metrics["scraper_pages"]
+                if s.name == "scraper_pages_total" and s.labels["status"] == "ok"
+            ]
             assert ok and ok[0].labels["target"] == "video-list" and ok[0].value > 0
             buckets = [s for s in pod_metrics["scraper_request_duration_seconds"] if s.name.endswith("_bucket")]
             assert buckets and max(s.value for s in buckets) > 0
@@ -85,10 +113,20 @@ def test_stats_and_metrics_before_during_after(tmp_path: Path, redis_url: str) -
 
 def test_every_exported_name_is_declared() -> None:
     assert set(POD_METRICS) | set(QUEUE_METRICS) == {
-        "scraper_pages_total", "scraper_comments_total", "scraper_request_duration_seconds", "scraper_retries_total",
-        "scraper_in_flight", "scraper_bans_total", "scraper_queue_lag", "scraper_queue_pending",
-        "scraper_queue_delayed", "scraper_dead_letters", "scraper_pages_done", "scraper_comments",
-        "scraper_rate_limit_effective", "scraper_consumers",
+        "scraper_pages_total",
+        "scraper_comments_total",
+        "scraper_request_duration_seconds",
+        "scraper_retries_total",
+        "scraper_in_flight",
+        "scraper_bans_total",
+        "scraper_queue_lag",
+        "scraper_queue_pending",
+        "scraper_queue_delayed",
+        "scraper_dead_letters",
+        "scraper_pages_done",
+        "scraper_comments",
+        "scraper_rate_limit_effective",
+        "scraper_consumers",
     }
 
 
@@ -107,8 +145,17 @@ async def test_watch_renders_frames(redis_url: str) -> None:
 
 def test_sparkline_and_progress_line() -> None:
     assert sparkline([0, 1, 2, 4, 8]) == " ▁▂▄█"  # scaled to the largest value
-    stats = {"pages_known": 200, "pages_remaining": 50, "comments": 3000, "pages_per_s_10s": 25.0, "queued": 40,
-             "in_flight": 10, "retries": 2, "dead": 0, "eta_s": 2.0}
+    stats = {
+        "pages_known": 200,
+        "pages_remaining": 50,
+        "comments": 3000,
+        "pages_per_s_10s": 25.0,
+        "queued": 40,
+        "in_flight": 10,
+        "retries": 2,
+        "dead": 0,
+        "eta_s": 2.0,
+    }
     assert progress_line(stats, bar=False).startswith("progress:  75.0% 150/200 pages  3000 comments  25 pages/s")
     assert progress_line(stats, bar=True).startswith("[" + "#" * 22 + "." * 8 + "]  75.0%")
 
@@ -116,8 +163,10 @@ def test_sparkline_and_progress_line() -> None:
 def test_stats_text_view(tmp_path: Path, redis_url: str) -> None:
     async def seed() -> None:
         client = aioredis.Redis.from_url(redis_url)
-        await client.hset(TargetKeys("video-list").stats, mapping={"pages_known": 5, "pages_done": 5, "retries": 1,
-                                                                  "retries:timeout": 1, "final:closed": 1})
+        await client.hset(
+            TargetKeys("video-list").stats,
+            mapping={"pages_known": 5, "pages_done": 5, "retries": 1, "retries:timeout": 1, "final:closed": 1},
+        )
         await client.aclose()
 
     asyncio.run(seed())
@@ -133,9 +182,27 @@ def test_run_prints_plain_progress_and_json_logs(tmp_path: Path) -> None:
     env = cli_env(tmp_path, SCRAPER_REDIS_URL="")
     videos = tmp_path / "videos.txt"
     videos.write_text("av170001\n")
-    result = run_cli(["run", "--target", "video-list", "--videos", str(videos), "--simulate", "always",
-                      "--processes", "1", "--concurrency", "4", "--output-dir", str(tmp_path / "out"),
-                      "--log-format", "json"], env, timeout=120)
+    result = run_cli(
+        [
+            "run",
+            "--target",
+            "video-list",
+            "--videos",
+            str(videos),
+            "--simulate",
+            "always",
+            "--processes",
+            "1",
+            "--concurrency",
+            "4",
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--log-format",
+            "json",
+        ],
+        env,
+        timeout=120,
+    )
     try:
         assert result.returncode == 0, result.stderr
         lines = result.stderr.splitlines()
@@ -143,7 +210,10 @@ def test_run_prints_plain_progress_and_json_logs(tmp_path: Path) -> None:
         assert progress and "100.0%" in progress[-1]  # not a terminal: plain lines, the last one complete
         logs = [orjson.loads(line) for line in lines if line.startswith("{")]
         assert any("started" in entry["message"] and entry["level"] == "info" for entry in logs)
-        assert not any(entry["level"] == "info" and "page" in entry["message"] and "pages" not in entry["message"] for entry in logs)
+        assert not any(
+            entry["level"] == "info" and "page" in entry["message"] and "pages" not in entry["message"]
+            for entry in logs
+        )
     finally:
         run_cli(["redis", "stop"], env)
 

@@ -29,12 +29,30 @@ def test_two_pods_share_one_limit(tmp_path: Path, redis_url: str) -> None:
     env = cli_env(tmp_path)
     videos, out = tmp_path / "videos.txt", tmp_path / "out"
     common = ["--target", "video-list", "--redis-url", redis_url]
-    with simulator(env, "--seed", "8", "--videos", "10", "--comments", "3000", "--write-videos", str(videos)) as base_url:
+    with simulator(
+        env, "--seed", "8", "--videos", "10", "--comments", "3000", "--write-videos", str(videos)
+    ) as base_url:
         corpus = Corpus.generate(seed=8, videos=10, comments=3000)
         assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
         pods = [
-            start_cli(["work", *common, "--processes", "2", "--concurrency", "16", "--rate-limit", str(limit),
-                       "--rate-burst", "1", "--burst", "--output-dir", str(out)], env)
+            start_cli(
+                [
+                    "work",
+                    *common,
+                    "--processes",
+                    "2",
+                    "--concurrency",
+                    "16",
+                    "--rate-limit",
+                    str(limit),
+                    "--rate-burst",
+                    "1",
+                    "--burst",
+                    "--output-dir",
+                    str(out),
+                ],
+                env,
+            )
             for _ in range(2)
         ]
         for pod in pods:
@@ -52,20 +70,55 @@ def test_limit_far_above_the_site_adapts_and_loses_nothing(tmp_path: Path, redis
     env = cli_env(tmp_path, SCRAPER_TARGET_BAN_COOLDOWN_S="3")
     videos, out = tmp_path / "videos.txt", tmp_path / "out"
     common = ["--target", "video-list", "--redis-url", redis_url]
-    with simulator(env, "--seed", "9", "--videos", "8", "--comments", "1500", "--rate-limit", "15",
-                   "--rate-burst", "5", "--ban-seconds", "1", "--write-videos", str(videos)) as base_url:
+    with simulator(
+        env,
+        "--seed",
+        "9",
+        "--videos",
+        "8",
+        "--comments",
+        "1500",
+        "--rate-limit",
+        "15",
+        "--rate-burst",
+        "5",
+        "--ban-seconds",
+        "1",
+        "--write-videos",
+        str(videos),
+    ) as base_url:
         corpus = Corpus.generate(seed=9, videos=8, comments=1500)
         assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
         started = time.monotonic()
-        work = run_cli(["work", *common, "--processes", "2", "--concurrency", "8", "--rate-limit", "200",
-                        "--backoff-base", "0.2", "--max-attempts", "10", "--burst", "--output-dir", str(out)],
-                       env, timeout=240)
+        work = run_cli(
+            [
+                "work",
+                *common,
+                "--processes",
+                "2",
+                "--concurrency",
+                "8",
+                "--rate-limit",
+                "200",
+                "--backoff-base",
+                "0.2",
+                "--max-attempts",
+                "10",
+                "--burst",
+                "--output-dir",
+                str(out),
+            ],
+            env,
+            timeout=240,
+        )
         assert work.returncode == 0, work.stderr
         served = _sim_stats(base_url)
         stats = stats_json(redis_url, env)
     share = served["banned_requests"] / served["requests"]
-    print(f"ban share {share:.1%} ({served['banned_requests']}/{served['requests']}), "
-          f"bans seen {stats['bans']}, {time.monotonic() - started:.1f}s")
+    print(
+        f"ban share {share:.1%} ({served['banned_requests']}/{served['requests']}), "
+        f"bans seen {stats['bans']}, {time.monotonic() - started:.1f}s"
+    )
     assert stats["bans"] > 0  # the limit really was too high
     assert stats["dead"] == 0
     assert share < 0.5  # AIMD backs off instead of hammering a banned client

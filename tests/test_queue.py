@@ -132,10 +132,13 @@ async def test_dead_consumers_are_pruned_but_not_their_pending_work(client: aior
     assert len(entries) == 1
     await gone.settle(SettleBatch(acks=[entries[0][0][0]]))  # gone's pending is now empty
     await holder.claim(1, block_ms=10)  # holder keeps one pending
-    await client.hset(KEYS.consumers, mapping={
-        "gone": orjson.dumps({"ts": time.time() - 3600}),
-        "live": orjson.dumps({"ts": time.time()}),
-    })
+    await client.hset(
+        KEYS.consumers,
+        mapping={
+            "gone": orjson.dumps({"ts": time.time() - 3600}),
+            "live": orjson.dumps({"ts": time.time()}),
+        },
+    )
     removed = await prune_consumers(client, KEYS, keep="live", idle_limit_ms=0, heartbeat_max_age_s=60)
     assert sorted(removed) == ["gone", "gone"]  # group member and heartbeat
     names = {c["name"] for c in await client.xinfo_consumers(KEYS.tasks, "workers")}

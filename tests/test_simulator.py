@@ -34,8 +34,24 @@ from tests.conftest import free_port
 REPO = Path(__file__).resolve().parent.parent
 
 ROOT_KEYS = {
-    "rpid", "rpid_str", "oid", "type", "mid", "root", "root_str", "parent", "parent_str", "dialog",
-    "count", "rcount", "state", "ctime", "like", "member", "content", "replies",
+    "rpid",
+    "rpid_str",
+    "oid",
+    "type",
+    "mid",
+    "root",
+    "root_str",
+    "parent",
+    "parent_str",
+    "dialog",
+    "count",
+    "rcount",
+    "state",
+    "ctime",
+    "like",
+    "member",
+    "content",
+    "replies",
 }
 MEMBER_KEYS = {"mid", "uname", "sex", "sign", "avatar", "level_info"}
 
@@ -172,9 +188,7 @@ def test_for_aids_makes_every_video_ok() -> None:
 # -- crawling ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "cache", [{}, {"warm_cache": False, "cache_mb": 0.05}], ids=["warm cache", "small cold cache"]
-)
+@pytest.mark.parametrize("cache", [{}, {"warm_cache": False, "cache_mb": 0.05}], ids=["warm cache", "small cold cache"])
 async def test_crawling_every_page_url_yields_exactly_the_expected_comments(cache: dict[str, Any]) -> None:
     corpus = Corpus.generate(seed=3, videos=8, comments=2500)
     async with serving(corpus, **cache) as sim, session() as client:
@@ -245,10 +259,14 @@ async def test_edges_errors_and_other_endpoints() -> None:
         assert reply_end["code"] == 0 and reply_end["data"]["replies"] == []
 
         assert await api(f"/x/v2/reply?type=1&oid={closed.aid}&pn=1&ps=20&sort=0") == {
-            "code": 12002, "message": "评论区已关闭", "ttl": 1,
+            "code": 12002,
+            "message": "评论区已关闭",
+            "ttl": 1,
         }
         assert await api(f"/x/v2/reply?type=1&oid={deleted.aid}&pn=1&ps=20&sort=0") == {
-            "code": -404, "message": "啥都木有", "ttl": 1,
+            "code": -404,
+            "message": "啥都木有",
+            "ttl": 1,
         }
         assert (await api("/x/v2/reply?type=1&oid=123&pn=1&ps=20&sort=0"))["code"] == -404
         assert (await api("/x/v2/reply?type=1&pn=1&ps=20"))["code"] == -400
@@ -290,9 +308,7 @@ async def test_max_page_answers_minus_400_and_is_not_expected() -> None:
     assert deep == {"code": -400, "message": "max offset exceeded", "ttl": 1}
     refused = [url for url, page in zip(urls, pages) if page["code"] == -400]
     # exactly one refused page (max_page + 1) per capped video, and it was asked for
-    assert sorted(refused) == sorted(
-        f"{sim.url}/x/v2/reply?type=1&oid={v.aid}&pn=3&ps=20&sort=0" for v in capped
-    )
+    assert sorted(refused) == sorted(f"{sim.url}/x/v2/reply?type=1&oid={v.aid}&pn=3&ps=20&sort=0" for v in capped)
     seen: set[int] = set()
     for page in pages:
         if page["code"] == 0:
@@ -380,9 +396,10 @@ async def test_each_fault_happens_at_its_rate_and_at_most_twice_per_url(kind: st
 
 async def test_every_request_faulted_gives_exactly_max_faults_then_success() -> None:
     corpus = Corpus.generate(seed=1, videos=5, comments=500)
-    async with serving(corpus, fail_rate=0.5, truncate_rate=0.5, max_faults_per_url=2) as sim, session(
-        fresh_connections=True
-    ) as client:
+    async with (
+        serving(corpus, fail_rate=0.5, truncate_rate=0.5, max_faults_per_url=2) as sim,
+        session(fresh_connections=True) as client,
+    ):
         for url in corpus.page_urls(sim.url)[-5:]:
             results = [await attempt(client, url) for _ in range(4)]
             assert results[2:] == ["ok", "ok"]
@@ -459,7 +476,10 @@ async def test_json_and_mixed_ban_shapes() -> None:
     corpus = Corpus.generate(seed=1, videos=5, comments=500)
     url_path = corpus.page_urls("")[-1]
     for shape, expected in (("json", ["json", "json", "json"]), ("mixed", ["html", "json", "html"])):
-        async with serving(corpus, rate_limit=1, rate_burst=1, ban_seconds=30, ban_shape=shape) as sim, session() as client:
+        async with (
+            serving(corpus, rate_limit=1, rate_burst=1, ban_seconds=30, ban_shape=shape) as sim,
+            session() as client,
+        ):
             assert await attempt(client, sim.url + url_path) == "ok"
             shapes = []
             for _ in range(3):
@@ -469,7 +489,9 @@ async def test_json_and_mixed_ban_shapes() -> None:
                     else:
                         assert response.status == 200
                         assert orjson.loads(await response.read()) == {
-                            "code": -412, "message": "request was banned", "ttl": 1,
+                            "code": -412,
+                            "message": "request was banned",
+                            "ttl": 1,
                         }
                         shapes.append("json")
             assert shapes == expected
@@ -519,8 +541,7 @@ def test_run_simulator_prints_its_address_and_stops_on_sigterm(tmp_path: Path) -
         line = proc.stdout.readline()
         corpus = Corpus.generate(seed=2, videos=6, comments=800)
         assert line.strip() == (
-            f"simulator listening on http://127.0.0.1:{port} (6 videos, 800 comments, "
-            f"{corpus.expected_pages()} pages)"
+            f"simulator listening on http://127.0.0.1:{port} (6 videos, 800 comments, {corpus.expected_pages()} pages)"
         )
         assert [v.aid for v in read_video_list(videos).videos] == [v.aid for v in corpus.videos]
 

@@ -76,7 +76,9 @@ async def child_main(spec: ChildSpec, index: int) -> None:
     name = consumer_name(index)
     redis_client = async_client(spec.redis_url, max_connections=64)
     session = build_session(settings)
-    sink = JsonlSink(shard_path(Path(settings.worker.output_dir), settings.target.name, index), fsync=settings.worker.fsync)
+    sink = JsonlSink(
+        shard_path(Path(settings.worker.output_dir), settings.target.name, index), fsync=settings.worker.fsync
+    )
     target = settings.target
     limiter = build_limiter(
         redis_client,
@@ -109,7 +111,13 @@ async def child_main(spec: ChildSpec, index: int) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, consumer.request_stop)
-    log.info("%s: started (%s, %d coroutines, output %s)", name, type(loop).__module__, settings.worker.concurrency, sink.path)
+    log.info(
+        "%s: started (%s, %d coroutines, output %s)",
+        name,
+        type(loop).__module__,
+        settings.worker.concurrency,
+        sink.path,
+    )
     try:
         await consumer.run()
     finally:
@@ -118,4 +126,3 @@ async def child_main(spec: ChildSpec, index: int) -> None:
         await session.close()
         await redis_client.aclose()
     log.info("%s: stopped after %d pages", name, consumer.pages_done)
-

@@ -15,9 +15,9 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import aiohttp
@@ -123,7 +123,7 @@ class Consumer:
         if self.in_flight:
             try:
                 await asyncio.wait_for(self._wait_idle(), timeout=self.worker.drain_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("%s: drain timeout: handing back %d unfinished pages", self.name, len(self.in_flight))
         unfinished = dict(self.in_flight)
         for worker in workers:
@@ -153,9 +153,8 @@ class Consumer:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
-            entries = await self._redis_retry(
-                lambda: self.queue.claim(min(free, self.worker.batch_size), self.worker.block_ms)
-            )
+            count = min(free, self.worker.batch_size)
+            entries = await self._redis_retry(partial(self.queue.claim, count, self.worker.block_ms))
             for entry in entries:
                 self.local.put_nowait(entry)
             if not entries and self.burst and await self._crawl_over():
@@ -246,7 +245,7 @@ class Consumer:
         delay = base * (0.5 + random.random() / 2)
         if isinstance(exc, Throttled) and exc.retry_after_s:
             delay = max(delay, exc.retry_after_s)
-        return delay
+        return float(delay)
 
     # ---- settling --------------------------------------------------------
 
@@ -285,7 +284,9 @@ class Consumer:
         taken = await self._redis_retry(lambda: self.queue.reclaim_stale(claim_idle_ms, free))
         if not taken:
             return
-        log.info("%s: took over %d pages idle for %.0fs on other consumers", self.name, len(taken), claim_idle_ms / 1000)
+        log.info(
+            "%s: took over %d pages idle for %.0fs on other consumers", self.name, len(taken), claim_idle_ms / 1000
+        )
         self.pending.batch.counters["reclaimed"] += len(taken)
         for (entry_id, task), deliveries in taken:
             if deliveries > self.worker.max_attempts:

@@ -6,7 +6,7 @@ of a 200 or raises one of the project's PageError types (see scraper.errors).
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -15,8 +15,8 @@ from scraper.errors import BadPayload, ConnectionFailed, FetchTimeout, PageUnava
 _THROTTLE_STATUSES = {412: "banned", 429: "too_many_requests"}
 
 
-def _retry_after(headers: "aiohttp.typedefs.LooseHeaders | None") -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None  # type: ignore[union-attr]
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
     if not value:
         return None
     try:
@@ -25,7 +25,7 @@ def _retry_after(headers: "aiohttp.typedefs.LooseHeaders | None") -> float | Non
         return None  # an HTTP date: rare for this API; fall back to our cooldown
 
 
-def classify_status(status: int, headers: "aiohttp.typedefs.LooseHeaders | None" = None) -> None:
+def classify_status(status: int, headers: Mapping[str, str] | None = None) -> None:
     """Raise the PageError a non-200 status means; return for 200."""
     if status == 200:
         return
@@ -44,7 +44,7 @@ async def fetch(session: aiohttp.ClientSession, url: str) -> bytes:
             body = await response.read()
             classify_status(response.status, response.headers)
             return body
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise FetchTimeout("request timed out") from None
     except aiohttp.ClientPayloadError as exc:
         raise BadPayload(f"truncated body: {exc}", reason="truncated") from None

@@ -8,6 +8,7 @@ for it, so the file is touched whatever Redis does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -18,7 +19,6 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-
 from redis.exceptions import ResponseError
 
 from scraper.keys import CONSUMER_GROUP, TargetKeys
@@ -32,9 +32,7 @@ def consumer_name(index: int) -> str:
 
 
 class Heartbeat:
-    def __init__(
-        self, client: aioredis.Redis, keys: TargetKeys, name: str, directory: Path, interval_s: float
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, keys: TargetKeys, name: str, directory: Path, interval_s: float) -> None:
         self.redis = client
         self.keys = keys
         self.name = name
@@ -63,10 +61,8 @@ class Heartbeat:
             await asyncio.sleep(self.interval_s)
 
     async def remove(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.file.unlink(missing_ok=True)
-        except OSError:
-            pass
         await self.redis.hdel(self.keys.consumers, self.name)
 
 
@@ -104,7 +100,8 @@ async def prune_consumers(
             await client.xgroup_delconsumer(keys.tasks, CONSUMER_GROUP, name)
             removed.append(name)
     now = time.time()
-    for field, raw in (await client.hgetall(keys.consumers)).items():
+    beats: dict[bytes, bytes] = await client.hgetall(keys.consumers)  # type: ignore[assignment]
+    for field, raw in beats.items():
         name = field.decode()
         if name != keep and now - float(orjson.loads(raw).get("ts", 0)) > heartbeat_max_age_s:
             await client.hdel(keys.consumers, name)

@@ -70,7 +70,11 @@ class Supervisor:
                     slot.process.kill()
             return
         if not self.stopping:
-            log.info("%s: draining workers (up to %.0fs)", signal.Signals(signum).name, self.spec.settings.worker.drain_timeout_s)
+            log.info(
+                "%s: draining workers (up to %.0fs)",
+                signal.Signals(signum).name,
+                self.spec.settings.worker.drain_timeout_s,
+            )
         self.stopping = True
         for slot in self.slots.values():
             if slot.process.is_alive() and signum == signal.SIGTERM:
@@ -119,7 +123,7 @@ class Supervisor:
         if self.spec.metrics_dir and slot.process.pid is not None:
             from prometheus_client import multiprocess  # noqa: PLC0415
 
-            multiprocess.mark_process_dead(slot.process.pid, self.spec.metrics_dir)
+            multiprocess.mark_process_dead(slot.process.pid, self.spec.metrics_dir)  # type: ignore[no-untyped-call]
 
     def _stop_all(self) -> None:
         self.stopping = True
@@ -128,14 +132,14 @@ class Supervisor:
                 slot.process.terminate()
 
 
-async def serve_pod_metrics(metrics_dir: str, port: int) -> "web.AppRunner":
+async def serve_pod_metrics(metrics_dir: str, port: int) -> web.AppRunner:
     """``/metrics`` for the whole pod: the children's multi-process files, aggregated."""
     from aiohttp import web  # noqa: PLC0415
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest  # noqa: PLC0415
     from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=metrics_dir)
+    MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)

@@ -76,7 +76,7 @@ _MAX_OFFSET = error_body(-400, "max offset exceeded")
 _OVERLOADED = error_body(-503, "服务调用超时")
 _BANNED_JSON = error_body(-412, "request was banned")
 _BANNED_HTML = (
-    "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>412 Precondition Failed</title></head>"
+    '<!DOCTYPE html><html><head><meta charset="utf-8"><title>412 Precondition Failed</title></head>'
     "<body><h1>412</h1><p>request rejected by security control</p>"
     "<p>由于触发哔哩哔哩安全风控策略，该次访问请求被拒绝。</p></body></html>"
 ).encode()

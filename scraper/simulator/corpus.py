@@ -39,8 +39,23 @@ _LONG_MAX = 3000
 PREVIEW_SIZE = 3
 
 _TITLE_WORDS = (
-    "【4K】", "实况", "教程", "合集", "Vlog", "测评", "翻唱", "纪录片", "速通", "解说",
-    "cooking", "speedrun", "lecture", "highlights", "remix", "review", "travel",
+    "【4K】",
+    "实况",
+    "教程",
+    "合集",
+    "Vlog",
+    "测评",
+    "翻唱",
+    "纪录片",
+    "速通",
+    "解说",
+    "cooking",
+    "speedrun",
+    "lecture",
+    "highlights",
+    "remix",
+    "review",
+    "travel",
 )
 
 
@@ -90,9 +105,7 @@ def _draw_rcount(rng: random.Random, long_cap: int) -> int:
     return min(long_cap, 21 + int(rng.expovariate(1.0 / _LONG_MEAN)))
 
 
-def _build_video(
-    rng: random.Random, aid: int, state: str, target: int, rpid_base: int, index: int
-) -> SimVideo:
+def _build_video(rng: random.Random, aid: int, state: str, target: int, rpid_base: int, index: int) -> SimVideo:
     """One video whose roots + replies add up to exactly ``target``."""
     rcounts: list[int] = []
     if state == "ok" and target > 0:
@@ -153,9 +166,7 @@ class Corpus:
     # -- construction -------------------------------------------------------
 
     @classmethod
-    def generate(
-        cls, *, seed: int, videos: int, comments: int, page_size: int = 20, max_page: int = 0
-    ) -> Corpus:
+    def generate(cls, *, seed: int, videos: int, comments: int, page_size: int = 20, max_page: int = 0) -> Corpus:
         """``videos`` videos holding ``comments`` comments (roots + replies) in total.
 
         With 3+ videos, video 0 has its comments closed and video 1 has none;
@@ -179,14 +190,10 @@ class Corpus:
             shares[0] += comments - sum(shares)  # rounding leftovers: totals are exact
             for i, share in zip(ok, shares):
                 targets[i] = share
-        return cls(
-            cls._build(rng, aids, states, targets), seed=seed, page_size=page_size, max_page=max_page
-        )
+        return cls(cls._build(rng, aids, states, targets), seed=seed, page_size=page_size, max_page=max_page)
 
     @classmethod
-    def for_aids(
-        cls, aids: Sequence[int], *, seed: int, comments_per_video: int = 200, page_size: int = 20
-    ) -> Corpus:
+    def for_aids(cls, aids: Sequence[int], *, seed: int, comments_per_video: int = 200, page_size: int = 20) -> Corpus:
         """A corpus where every given aid is an "ok" video (duplicates dropped)."""
         unique = list(dict.fromkeys(aids))
         rng = random.Random(f"scraper-simulator:aids:{seed}")
@@ -266,8 +273,7 @@ class Corpus:
 
     def expected_pages(self) -> int:
         return sum(
-            self.main_pages(video) + sum(pages for _, pages in self.reply_threads(video))
-            for video in self.videos
+            self.main_pages(video) + sum(pages for _, pages in self.reply_threads(video)) for video in self.videos
         )
 
     def page_urls(self, base_url: str) -> list[str]:
@@ -311,4 +317,3 @@ class Corpus:
             f"{self.expected_comment_count()} comments; BV ids, av ids and URLs, one duplicate"
         )
         path.write_text("\n".join([header, "", *self.video_refs()]) + "\n", encoding="utf-8")
-

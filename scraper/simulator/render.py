@@ -17,21 +17,75 @@ from scraper.simulator.corpus import PREVIEW_SIZE, Corpus, SimVideo
 _M64 = (1 << 64) - 1
 
 _UNAMES = (
-    "bili_", "冰镇西瓜", "夜猫子", "Lumen", "阿狸不吃鱼", "kira", "咸鱼本鱼", "老番茄粉",
-    "NightOwl", "小明同学", "星河滚烫", "Traveller", "橘子汽水", "momo", "路过的UP", "sakura",
-    "三分热度", "深海鱼", "pixel", "不想上班",
+    "bili_",
+    "冰镇西瓜",
+    "夜猫子",
+    "Lumen",
+    "阿狸不吃鱼",
+    "kira",
+    "咸鱼本鱼",
+    "老番茄粉",
+    "NightOwl",
+    "小明同学",
+    "星河滚烫",
+    "Traveller",
+    "橘子汽水",
+    "momo",
+    "路过的UP",
+    "sakura",
+    "三分热度",
+    "深海鱼",
+    "pixel",
+    "不想上班",
 )
 _SIGNS = (
-    "", "", "", "", "", "", "这个人很懒，什么都没有写", "keep going", "摸鱼中…", "hello world",
-    "日更失败", "🐟", "只看不说话", "coffee > sleep", 'say "hi"\\n',
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "这个人很懒，什么都没有写",
+    "keep going",
+    "摸鱼中…",
+    "hello world",
+    "日更失败",
+    "🐟",
+    "只看不说话",
+    "coffee > sleep",
+    'say "hi"\\n',
 )
 _PHRASES = (
-    "前排", "哈哈哈哈哈", "太强了", "这个up主讲得很清楚", "第一次看到这种操作",
-    "有没有人和我一样", "三连了", "great video", "thanks for the upload", "where is part 2?",
-    "笑死我了", "泪目", "这段剪辑绝了", "BGM是什么", "学到了学到了",
-    "cool", "牛啊", "awesome explanation, subscribed", "催更", "下次一定",
-    "打卡", "空降 02:33", "完全看不懂但大受震撼", "the ending got me", "nice",
-    "好家伙", "这不比xx强多了", "已经循环十遍了", "up主辛苦了", '"quoted" \\ slash\ttab',
+    "前排",
+    "哈哈哈哈哈",
+    "太强了",
+    "这个up主讲得很清楚",
+    "第一次看到这种操作",
+    "有没有人和我一样",
+    "三连了",
+    "great video",
+    "thanks for the upload",
+    "where is part 2?",
+    "笑死我了",
+    "泪目",
+    "这段剪辑绝了",
+    "BGM是什么",
+    "学到了学到了",
+    "cool",
+    "牛啊",
+    "awesome explanation, subscribed",
+    "催更",
+    "下次一定",
+    "打卡",
+    "空降 02:33",
+    "完全看不懂但大受震撼",
+    "the ending got me",
+    "nice",
+    "好家伙",
+    "这不比xx强多了",
+    "已经循环十遍了",
+    "up主辛苦了",
+    '"quoted" \\ slash\ttab',
 )
 _SEXES = ("男", "女", "保密")
 _LEVELS = (1, 2, 3, 4, 4, 5, 5, 6)
@@ -70,9 +124,7 @@ def mix64(value: int) -> int:
     return value ^ (value >> 31)
 
 
-def _reply_run(
-    tails: list[bytes], aid: int, root: int, first: int, root_ctime: int, start: int, stop: int
-) -> bytes:
+def _reply_run(tails: list[bytes], aid: int, root: int, first: int, root_ctime: int, start: int, stop: int) -> bytes:
     """Replies ``start``..``stop`` of one thread whose first reply has rpid ``first``."""
     thread = _REPLY_THREAD % (aid, root, root, root, root)
     mask = _TAILS - 1
