@@ -152,7 +152,7 @@ async def _wait_done(client: Any, keys: TargetKeys) -> None:
 
 
 def _child_spec(settings: Settings, url: str, burst: bool) -> Any:
-    from workers.child import ChildSpec  # noqa: PLC0415
+    from workers.spec import ChildSpec  # noqa: PLC0415
 
     return ChildSpec(settings=settings, redis_url=url, burst=burst)
 

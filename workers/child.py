@@ -11,7 +11,6 @@ import asyncio
 import gc
 import logging
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -28,17 +27,10 @@ from scraper.sinks import JsonlSink, shard_path
 from scraper.targets import load_adapter
 from workers.consumer import Consumer
 from workers.heartbeat import Heartbeat, consumer_name
+from workers.spec import ChildSpec
 from workers.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ChildSpec:
-    settings: Settings
-    redis_url: str
-    burst: bool
-    metrics_dir: str | None = None
 
 
 def build_session(settings: Settings) -> aiohttp.ClientSession:

@@ -22,7 +22,7 @@ import aiomultiprocess
 import uvloop
 
 from scraper.errors import RuntimeFailure
-from workers.child import ChildSpec, child_main
+from workers.spec import ChildSpec, run_child
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -30,6 +30,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RESTART_BACKOFF_MAX_S = 10.0
+_KILL_MARGIN_S = 5.0
+
+
+async def _exited(process: aiomultiprocess.Process) -> None:
+    """Wait for a child to exit, woken by its sentinel fd (aiomultiprocess's own
+    join() polls every 5 ms, a few hundred wake-ups a second per child)."""
+    raw = process.aio_process
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(raw.sentinel, wake)
+    try:
+        if raw.exitcode is None:
+            await done
+    finally:
+        loop.remove_reader(raw.sentinel)
+    raw.join()  # reap: returns at once, the process is gone
 
 
 @dataclass
@@ -51,7 +72,7 @@ class Supervisor:
 
     def _start(self, index: int, restarts: int = 0) -> Slot:
         process = aiomultiprocess.Process(
-            target=child_main,
+            target=run_child,
             args=(self.spec, index),
             name=f"scraper-worker-{index}",
             loop_initializer=uvloop.new_event_loop,
@@ -75,6 +96,11 @@ class Supervisor:
                 signal.Signals(signum).name,
                 self.spec.settings.worker.drain_timeout_s,
             )
+        if not self.stopping:
+            # Children that outlive their drain deadline (a hung page, a stuck
+            # flush) are killed: their pages stay pending for other consumers.
+            grace = self.spec.settings.worker.drain_timeout_s + _KILL_MARGIN_S
+            asyncio.get_running_loop().call_later(grace, self._kill_stragglers)
         self.stopping = True
         for slot in self.slots.values():
             if slot.process.is_alive() and signum == signal.SIGTERM:
@@ -88,7 +114,7 @@ class Supervisor:
         for index in range(self.processes):
             self._start(index)
         log.info("supervisor: %d worker processes started", self.processes)
-        waiting = {asyncio.create_task(slot.process.join()): slot for slot in self.slots.values()}
+        waiting = {asyncio.create_task(_exited(slot.process)): slot for slot in self.slots.values()}
         worker = self.spec.settings.worker
         while waiting:
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -115,8 +141,14 @@ class Supervisor:
                 if self.stopping:
                     continue
                 new = self._start(slot.index, slot.restarts + 1)
-                waiting[asyncio.create_task(new.process.join())] = new
+                waiting[asyncio.create_task(_exited(new.process))] = new
         return 1 if self.forced else 0
+
+    def _kill_stragglers(self) -> None:
+        for slot in self.slots.values():
+            if slot.process.is_alive():
+                log.warning("worker %d did not drain in time: killing it", slot.index)
+                slot.process.kill()
 
     def _forget_metrics(self, slot: Slot) -> None:
         """A dead child's in-flight gauge must not count any more."""
