@@ -147,3 +147,11 @@ def any_redis(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    yield
+    from tests.helpers import kill_started  # noqa: PLC0415
+
+    kill_started()

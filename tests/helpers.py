@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -41,8 +43,11 @@ def run_cli(
     )
 
 
+STARTED: list[subprocess.Popen[str]] = []  # killed (with their groups) after each test
+
+
 def start_cli(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [*SCRAPER, *args],
         env=env,
         stdout=subprocess.PIPE,
@@ -51,6 +56,18 @@ def start_cli(args: list[str], env: dict[str, str], cwd: Path | None = None) -> 
         cwd=cwd or REPO,
         start_new_session=True,  # its own process group: kill -9 of the group stays in the test
     )
+    STARTED.append(proc)
+    return proc
+
+
+def kill_started() -> None:
+    """A failing test must not leave workers retrying a Redis that is gone."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 @contextmanager

@@ -190,3 +190,24 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path, redis_url: str) -> None:
     assert len(rpids) == len(set(rpids))
     assert set(rpids) == corpus.expected_rpids()
     print(f"drain took {drain_s:.1f}s")
+
+
+def test_second_interrupt_forces_exit(tmp_path: Path, redis_url: str) -> None:
+    """Ctrl-C drains; a second Ctrl-C does not wait for slow pages."""
+    env = cli_env(tmp_path)
+    videos = tmp_path / "videos.txt"
+    common = ["--target", "video-list", "--redis-url", redis_url]
+    with simulator(env, "--seed", "3", "--videos", "6", "--latency-ms", "20000", "--write-videos", str(videos)) as url:
+        assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", url], env).returncode == 0
+        pod = start_cli(["work", *common, "--processes", "1", "--rate-limit", "0", "--drain-timeout", "60",
+                         "--output-dir", str(tmp_path / "out")], env)  # fmt: skip
+        wait_for(lambda: stats_json(redis_url, env)["in_flight"] > 0, timeout=30)
+        os.killpg(pod.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+        time.sleep(1.0)
+        assert pod.poll() is None  # draining: the pages take 20 s
+        os.killpg(pod.pid, signal.SIGINT)
+        assert pod.wait(timeout=15) == 1
+        _, stderr = pod.communicate()
+        assert "second interrupt: killing workers now" in stderr
+    # Nothing was acknowledged without its lines: the pages are still pending.
+    assert stats_json(redis_url, env)["in_flight"] == 6

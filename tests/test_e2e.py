@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from pathlib import Path
 
@@ -138,5 +139,34 @@ def test_run_with_embedded_redis_and_simulator(tmp_path: Path) -> None:
         assert (tmp_path / "state" / "redis" / "appendonly.aof").exists() or any(
             (tmp_path / "state" / "redis").glob("appendonly*")
         )
+    finally:
+        run_cli(["redis", "stop"], env)
+
+
+def test_two_terminals_share_the_embedded_redis(tmp_path: Path) -> None:
+    """`coordinate` in one terminal, `work` in another: no Redis configured anywhere."""
+    env = cli_env(tmp_path, SCRAPER_REDIS_URL="")
+    videos = tmp_path / "videos.txt"
+    try:
+        with simulator(env, "--seed", "6", "--videos", "5", "--comments", "600", "--write-videos", str(videos)) as url:
+            coordinated = run_cli(
+                ["coordinate", "--target", "video-list", "--videos", str(videos), "--base-url", url], env
+            )
+            assert coordinated.returncode == 0, coordinated.stderr
+            assert "5 tasks enqueued" in coordinated.stdout and "unix://" in coordinated.stdout
+            work = run_cli(["work", "--target", "video-list", "--processes", "1", "--rate-limit", "0", "--burst",
+                            "--output-dir", str(tmp_path / "out")], env, timeout=120)  # fmt: skip
+            assert work.returncode == 0, work.stderr
+        export_file = tmp_path / "all.csv"
+        exported = run_cli(["export", "--target", "video-list", "--output-dir", str(tmp_path / "out"),
+                            "--output", str(export_file), "--format", "csv"], env)  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
+        with export_file.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            assert reader.fieldnames is not None and reader.fieldnames[:3] == ["rpid", "oid", "bvid"]
+            rpids = [int(row["rpid"]) for row in reader]
+        expected = Corpus.generate(seed=6, videos=5, comments=600).expected_rpids()
+        assert sorted(rpids) == sorted(expected)
+        assert run_cli(["redis", "status"], env).returncode == 0
     finally:
         run_cli(["redis", "stop"], env)
