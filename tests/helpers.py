@@ -137,3 +137,21 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def coordinate(env: dict[str, str], common: list[str], videos: Path, base_url: str) -> None:
+    result = run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env)
+    assert result.returncode == 0, result.stderr
+
+
+def assert_exported_exactly(
+    tmp_path: Path, common: list[str], out: Path, env: dict[str, str], expected: set[int]
+) -> subprocess.CompletedProcess[str]:
+    """`scraper export`, then what a user checks: every expected comment id, none twice."""
+    export_file = tmp_path / "all.jsonl"
+    exported = run_cli(["export", *common, "--output-dir", str(out), "--output", str(export_file)], env)
+    assert exported.returncode == 0, exported.stderr
+    rpids = exported_rpids(export_file)
+    assert len(rpids) == len(set(rpids))
+    assert set(rpids) == expected
+    return exported

@@ -12,7 +12,17 @@ import orjson
 
 from scraper.simulator.corpus import Corpus
 from tests.conftest import RedisServer
-from tests.helpers import cli_env, exported_rpids, run_cli, simulator, start_cli, stats_json, wait_for, worker_children
+from tests.helpers import (
+    assert_exported_exactly,
+    cli_env,
+    coordinate,
+    run_cli,
+    simulator,
+    start_cli,
+    stats_json,
+    wait_for,
+    worker_children,
+)
 
 SEED, VIDEOS, COMMENTS = 5, 24, 12000
 FAULTS = [
@@ -67,7 +77,7 @@ def test_chaos_kill_and_redis_restart(tmp_path: Path, aof_redis: RedisServer) ->
         *FAULTS,
     ) as base_url:
         corpus = Corpus.generate(seed=SEED, videos=VIDEOS, comments=COMMENTS)
-        assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
+        coordinate(env, common, videos, base_url)
 
         # 1. A worker pod; kill -9 one of its children mid-crawl: the supervisor restarts it.
         pod = start_cli(["work", *common, *WORK, "--output-dir", str(out)], env)
@@ -101,12 +111,7 @@ def test_chaos_kill_and_redis_restart(tmp_path: Path, aof_redis: RedisServer) ->
         faults = orjson.loads(urllib.request.urlopen(f"{base_url}/_sim/stats", timeout=5).read())["faults"]
 
     elapsed = time.monotonic() - started
-    export_file = tmp_path / "all.jsonl"
-    exported = run_cli(["export", *common, "--output-dir", str(out), "--output", str(export_file)], env)
-    assert exported.returncode == 0, exported.stderr
-    rpids = exported_rpids(export_file)
-    assert len(rpids) == len(set(rpids))
-    assert set(rpids) == corpus.expected_rpids()
+    exported = assert_exported_exactly(tmp_path, common, out, env, corpus.expected_rpids())
 
     final = stats_json(url, env)
     assert (final["queued"], final["in_flight"], final["delayed"], final["dead"]) == (0, 0, 0, 0)
@@ -134,7 +139,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path, redis_url: str) -> None:
         env, "--seed", "3", "--videos", "12", "--comments", "4000", "--latency-ms", "300", "--write-videos", str(videos)
     ) as base_url:
         corpus = Corpus.generate(seed=3, videos=12, comments=4000)
-        assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
+        coordinate(env, common, videos, base_url)
         pod = start_cli(
             [
                 "work",
@@ -184,11 +189,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path, redis_url: str) -> None:
             timeout=300,
         )
         assert finish.returncode == 0, finish.stderr
-    export_file = tmp_path / "all.jsonl"
-    assert run_cli(["export", *common, "--output-dir", str(out), "--output", str(export_file)], env).returncode == 0
-    rpids = exported_rpids(export_file)
-    assert len(rpids) == len(set(rpids))
-    assert set(rpids) == corpus.expected_rpids()
+    assert_exported_exactly(tmp_path, common, out, env, corpus.expected_rpids())
     print(f"drain took {drain_s:.1f}s")
 
 
@@ -198,7 +199,7 @@ def test_second_interrupt_forces_exit(tmp_path: Path, redis_url: str) -> None:
     videos = tmp_path / "videos.txt"
     common = ["--target", "video-list", "--redis-url", redis_url]
     with simulator(env, "--seed", "3", "--videos", "6", "--latency-ms", "20000", "--write-videos", str(videos)) as url:
-        assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", url], env).returncode == 0
+        coordinate(env, common, videos, url)
         pod = start_cli(["work", *common, "--processes", "1", "--rate-limit", "0", "--drain-timeout", "60",
                          "--output-dir", str(tmp_path / "out")], env)  # fmt: skip
         wait_for(lambda: stats_json(redis_url, env)["in_flight"] > 0, timeout=30)

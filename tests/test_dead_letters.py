@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 
 from scraper.simulator.corpus import Corpus
-from tests.helpers import cli_env, exported_rpids, run_cli, simulator, stats_json
+from tests.helpers import assert_exported_exactly, cli_env, coordinate, run_cli, simulator, stats_json
 
 SEED, VIDEOS, COMMENTS, MAX_PAGE = 21, 12, 3000, 3
 
@@ -48,7 +48,7 @@ def test_dead_letters_then_requeue_completes(tmp_path: Path, redis_url: str) -> 
         str(videos),
     ) as base_url:
         corpus = Corpus.generate(seed=SEED, videos=VIDEOS, comments=COMMENTS, max_page=MAX_PAGE)
-        assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
+        coordinate(env, common, videos, base_url)
 
         # One attempt only: every injected 5xx becomes a dead letter with its reason.
         first = run_cli([*work, "--max-attempts", "1"], env, timeout=120)
@@ -86,9 +86,5 @@ def test_dead_letters_then_requeue_completes(tmp_path: Path, redis_url: str) -> 
         == sum(max(0, min(-(-v.roots // 20), 51) - MAX_PAGE) for v in corpus.videos if v.state == "ok")
         > 0
     )
-    export_file = tmp_path / "all.jsonl"
-    assert run_cli(["export", *common, "--output-dir", str(out), "--output", str(export_file)], env).returncode == 0
-    rpids = exported_rpids(export_file)
-    assert len(rpids) == len(set(rpids))
-    assert set(rpids) == corpus.expected_rpids()
+    assert_exported_exactly(tmp_path, common, out, env, corpus.expected_rpids())
     assert run_cli(["dead", *common, "purge"], env).stdout.strip() == "dead purge: 0 dead letters removed"

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from scraper.simulator.corpus import Corpus
-from tests.helpers import cli_env, exported_rpids, run_cli, simulator
+from tests.helpers import assert_exported_exactly, cli_env, exported_rpids, run_cli, simulator
 
 SEED, VIDEOS, COMMENTS = 11, 24, 4000
 
@@ -69,12 +69,8 @@ def test_coordinate_work_export(tmp_path: Path, redis_url: str, corpus: Corpus) 
         assert work.returncode == 0, work.stderr
         assert "uvloop" in work.stderr  # each child logs its loop class at start
 
-    export_file = tmp_path / "comments.jsonl"
-    exported = run_cli(["export", *common, "--output-dir", str(out), "--output", str(export_file)], env)
-    assert exported.returncode == 0, exported.stderr
-    rpids = exported_rpids(export_file)
-    assert len(rpids) == len(set(rpids))  # no duplicates
-    assert set(rpids) == corpus.expected_rpids()
+    assert_exported_exactly(tmp_path, common, out, env, corpus.expected_rpids())
+    export_file = tmp_path / "all.jsonl"
     assert len(list((out / "video-list").glob("*.jsonl"))) == 2  # one shard per child
 
     record = orjson.loads(export_file.read_bytes().splitlines()[0])
@@ -109,17 +105,9 @@ def test_run_with_embedded_redis_and_simulator(tmp_path: Path) -> None:
     output = tmp_path / "all.jsonl"
     result = run_cli(
         [
-            "run",
-            "--target",
-            "video-list",
+            *["run", "--target", "video-list", "--simulate", "always", "--processes", "2", "--concurrency", "8"],
             "--videos",
             str(videos),
-            "--simulate",
-            "always",
-            "--processes",
-            "2",
-            "--concurrency",
-            "8",
             "--output-dir",
             str(tmp_path / "out"),
             "--output",

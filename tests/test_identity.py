@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import free_port
-from tests.helpers import cli_env, run_cli, stats_json
+from tests.helpers import cli_env, coordinate, run_cli, stats_json
 
 COOKIE = "SESSDATA=s3cr3t-value; buvid3=abc"
 
@@ -58,7 +58,7 @@ def test_headers_and_cookie(
     videos = tmp_path / "v.txt"
     videos.write_text("av170001\n")
     common = ["--target", "video-list", "--redis-url", redis_url]
-    assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
+    coordinate(env, common, videos, base_url)
     work = run_cli(
         [
             "work",

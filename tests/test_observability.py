@@ -18,7 +18,7 @@ from scraper.metrics import POD_METRICS, QUEUE_METRICS
 from scraper.progress import progress_line
 from scraper.simulator.corpus import Corpus
 from tests.conftest import free_port
-from tests.helpers import cli_env, run_cli, simulator, start_cli, stats_json, wait_for
+from tests.helpers import cli_env, coordinate, run_cli, simulator, start_cli, stats_json, wait_for
 
 
 def _scrape(port: int) -> dict[str, list]:
@@ -35,7 +35,7 @@ def test_stats_and_metrics_before_during_after(tmp_path: Path, redis_url: str) -
         env, "--seed", "4", "--videos", "10", "--comments", "3000", "--latency-ms", "400", "--write-videos", str(videos)
     ) as base_url:
         corpus = Corpus.generate(seed=4, videos=10, comments=3000)
-        assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
+        coordinate(env, common, videos, base_url)
         before = stats_json(redis_url, env)
         assert (before["queued"], before["in_flight"], before["pages_done"], before["comments"]) == (10, 0, 0, 0)
         assert before["consumers"] == []
@@ -184,21 +184,23 @@ def test_run_prints_plain_progress_and_json_logs(tmp_path: Path) -> None:
     videos.write_text("av170001\n")
     result = run_cli(
         [
-            "run",
-            "--target",
-            "video-list",
+            *[
+                "run",
+                "--target",
+                "video-list",
+                "--simulate",
+                "always",
+                "--processes",
+                "1",
+                "--concurrency",
+                "4",
+                "--log-format",
+                "json",
+            ],
             "--videos",
             str(videos),
-            "--simulate",
-            "always",
-            "--processes",
-            "1",
-            "--concurrency",
-            "4",
             "--output-dir",
             str(tmp_path / "out"),
-            "--log-format",
-            "json",
         ],
         env,
         timeout=120,

@@ -9,19 +9,19 @@ from pathlib import Path
 import orjson
 
 from scraper.simulator.corpus import Corpus
-from tests.helpers import cli_env, exported_rpids, run_cli, simulator, start_cli, stats_json
+from tests.helpers import (
+    assert_exported_exactly,
+    cli_env,
+    coordinate,
+    run_cli,
+    simulator,
+    start_cli,
+    stats_json,
+)
 
 
 def _sim_stats(base_url: str) -> dict:
     return orjson.loads(urllib.request.urlopen(f"{base_url}/_sim/stats", timeout=5).read())
-
-
-def _crawl_complete(tmp_path: Path, common: list[str], out: Path, env: dict[str, str], corpus: Corpus) -> None:
-    export_file = tmp_path / "all.jsonl"
-    assert run_cli(["export", *common, "--output-dir", str(out), "--output", str(export_file)], env).returncode == 0
-    rpids = exported_rpids(export_file)
-    assert len(rpids) == len(set(rpids))
-    assert set(rpids) == corpus.expected_rpids()
 
 
 def test_two_pods_share_one_limit(tmp_path: Path, redis_url: str) -> None:
@@ -33,7 +33,7 @@ def test_two_pods_share_one_limit(tmp_path: Path, redis_url: str) -> None:
         env, "--seed", "8", "--videos", "10", "--comments", "3000", "--write-videos", str(videos)
     ) as base_url:
         corpus = Corpus.generate(seed=8, videos=10, comments=3000)
-        assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
+        coordinate(env, common, videos, base_url)
         pods = [
             start_cli(
                 [
@@ -63,7 +63,7 @@ def test_two_pods_share_one_limit(tmp_path: Path, redis_url: str) -> None:
     print(f"limit {limit}/s: peak {max(busy)}/s over {len(busy)} s, {served['requests']} requests")
     assert max(busy) <= limit * 1.1
     assert served["requests"] >= corpus.expected_pages()
-    _crawl_complete(tmp_path, common, out, env, corpus)
+    assert_exported_exactly(tmp_path, common, out, env, corpus.expected_rpids())
 
 
 def test_limit_far_above_the_site_adapts_and_loses_nothing(tmp_path: Path, redis_url: str) -> None:
@@ -88,7 +88,7 @@ def test_limit_far_above_the_site_adapts_and_loses_nothing(tmp_path: Path, redis
         str(videos),
     ) as base_url:
         corpus = Corpus.generate(seed=9, videos=8, comments=1500)
-        assert run_cli(["coordinate", *common, "--videos", str(videos), "--base-url", base_url], env).returncode == 0
+        coordinate(env, common, videos, base_url)
         started = time.monotonic()
         work = run_cli(
             [
@@ -122,4 +122,4 @@ def test_limit_far_above_the_site_adapts_and_loses_nothing(tmp_path: Path, redis
     assert stats["bans"] > 0  # the limit really was too high
     assert stats["dead"] == 0
     assert share < 0.5  # AIMD backs off instead of hammering a banned client
-    _crawl_complete(tmp_path, common, out, env, corpus)
+    assert_exported_exactly(tmp_path, common, out, env, corpus.expected_rpids())

@@ -105,12 +105,9 @@ class Consumer:
         ]
         claimer = asyncio.create_task(self._claim_loop())
         await self.stopping.wait()
-        claimer.cancel()
-        await asyncio.gather(claimer, return_exceptions=True)
+        await _stop_tasks([claimer])
         await self._drain(workers)
-        for task in side:
-            task.cancel()
-        await asyncio.gather(*side, return_exceptions=True)
+        await _stop_tasks(side)
         await self._settle_now()
         await self._redis_retry(self.heartbeat.remove)
 
@@ -127,9 +124,7 @@ class Consumer:
             except TimeoutError:
                 log.warning("%s: drain timeout: handing back %d unfinished pages", self.name, len(self.in_flight))
         unfinished = dict(self.in_flight)
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await _stop_tasks(workers)
         settled = set(self.pending.batch.acks)
         leftover = {entry_id: task for entry_id, task in unfinished.items() if entry_id not in settled}
         if leftover:  # cancelled mid-fetch: give them back to the queue now
@@ -326,6 +321,11 @@ class Consumer:
             try:
                 result = await call()
             except REDIS_DOWN as exc:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    # The client turned our cancellation into a connection or
+                    # timeout error: retrying would swallow the cancel for good.
+                    raise asyncio.CancelledError from exc
                 if self._redis_down_since is None:
                     self._redis_down_since = time.monotonic()
                     log.warning("%s: Redis unreachable (%s); retrying with backoff", self.name, exc)
@@ -336,6 +336,18 @@ class Consumer:
                 log.warning("%s: Redis is back after %.1fs", self.name, time.monotonic() - self._redis_down_since)
                 self._redis_down_since = None
             return result
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) -> None:
+    """Cancel and wait, bounded: a task that swallows its cancellation (a
+    client library racing a timeout against it) must not hang the shutdown."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, stuck = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in stuck:
+        log.warning("task %s ignored its cancellation; leaving it behind", task.get_name())
 
 
 def _record(task: Task, consumer: str, **extra: Any) -> dict[str, Any]:
