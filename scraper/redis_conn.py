@@ -163,7 +163,7 @@ def async_client(url: str, **kwargs: object) -> aioredis.Redis:
         "retry_on_timeout": False,
     }
     options.update(kwargs)
-    return aioredis.Redis.from_url(url, **options)  # type: ignore[arg-type]
+    return aioredis.Redis.from_url(url, **options)
 
 
 async def wait_for_redis(client: aioredis.Redis, url: str, timeout_s: float) -> None:

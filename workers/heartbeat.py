@@ -100,7 +100,7 @@ async def prune_consumers(
             await client.xgroup_delconsumer(keys.tasks, CONSUMER_GROUP, name)
             removed.append(name)
     now = time.time()
-    beats: dict[bytes, bytes] = await client.hgetall(keys.consumers)  # type: ignore[assignment]
+    beats: dict[bytes, bytes] = await client.hgetall(keys.consumers)
     for field, raw in beats.items():
         name = field.decode()
         if name != keep and now - float(orjson.loads(raw).get("ts", 0)) > heartbeat_max_age_s:
