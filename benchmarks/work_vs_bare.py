@@ -64,13 +64,20 @@ def main() -> int:
             bare, scraper = h.median_row(runs["bare"]), h.median_row(runs["scraper"])
             entry = {"latency_ms": latency, "bare": bare, "scraper": scraper}
             if bare["status"] == scraper["status"] == "ok":
-                entry["ratio"] = round(scraper["pages_per_s"] / bare["pages_per_s"], 3)
+                # Each round's pair saw the same machine weather: the median of the
+                # per-round ratios is the headline, steadier than a ratio of medians.
+                pairs = [
+                    sc["pages_per_s"] / b["pages_per_s"] for b, sc in zip(runs["bare"], runs["scraper"])
+                ]
+                entry["round_ratios"] = [round(r, 3) for r in pairs]
+                entry["ratio"] = round(h.median(pairs), 3)
                 if bare.get("steady_pages_per_s") and scraper.get("steady_pages_per_s"):
                     entry["steady_ratio"] = round(scraper["steady_pages_per_s"] / bare["steady_pages_per_s"], 3)
             results.append(entry)
 
     headers = [
-        "latency", "bare pages/s", f"scraper work {args.processes}x{args.concurrency} pages/s", "ratio",
+        "latency", "bare pages/s", f"scraper work {args.processes}x{args.concurrency} pages/s", "ratio (median of rounds)",
+        "rounds' ratios",
         "steady bare", "steady scraper", "steady ratio", "CPU ms/page bare", "CPU ms/page work", "worker child RSS MB",
     ]
     rows = []
@@ -82,6 +89,7 @@ def main() -> int:
                 h.fmt(b.get("pages_per_s")) if b["status"] == "ok" else "FAILED",
                 h.fmt(s.get("pages_per_s")) if s["status"] == "ok" else "FAILED",
                 f"**{e['ratio']:.2f}**" if "ratio" in e else "-",
+                " / ".join(f"{r:.2f}" for r in e.get("round_ratios", [])) or "-",
                 h.fmt(b.get("steady_pages_per_s")),
                 h.fmt(s.get("steady_pages_per_s")),
                 f"{e['steady_ratio']:.2f}" if "steady_ratio" in e else "-",
@@ -105,7 +113,8 @@ def main() -> int:
         "",
         f"- machine: {h.machine_line(info)}",
         f"- corpus: seed {args.seed}, {args.videos} videos, {job.comments:,} comments, {job.pages:,} pages; "
-        f"{args.rounds} alternating rounds per latency, medians",
+        f"{args.rounds} alternating rounds per latency (bare first in odd rounds, scraper first in even ones); "
+        "rates are medians, the ratio is the median of the rounds' ratios",
         "- pages/s: over the fetching command's wall time (bare: its whole process; scraper: the `scraper work` "
         "step, start-up and burst exit included). Steady: the median requests/s the simulator saw in the busy "
         "seconds of the run. Work CPU: the `scraper work` tree (supervisor + children), not Redis.",

@@ -61,6 +61,9 @@ def main() -> None:
             for name, argv in plan:
                 measured, output = run_measured([*cli, *argv], cwd=tmp, env=env)
                 outputs[name] = output
+                # Each step's own output, for the mode's log (the harness keeps it with --log_dir).
+                tail = "\n".join(output.strip().splitlines()[-40:])
+                print(f"--- scraper {name}: exit {measured.returncode}, {measured.wall_s:.2f}s\n{tail}", flush=True)
                 step = measured.as_dict()
                 if name == "work":
                     children = measured.children()
