@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("ids", nargs="*", help="dead-letter ids from `dead list`")
     dead.add_parser("purge")
 
+    p = sub.add_parser("reset", help="forget a target's queue, dedup set, counters and dead letters")
+    _common(p, target=True)
+    p.add_argument("--force", action="store_true", help="even while workers are running")
+
     p = sub.add_parser("health", help="exit 0 when this pod's worker has a fresh heartbeat (liveness probe)")
     p.add_argument("--heartbeat-dir", help="default from config: /tmp/scraper-heartbeat")
     p.add_argument("--max-age", type=float, default=30.0, help="seconds a heartbeat stays fresh")

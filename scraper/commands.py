@@ -103,6 +103,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "health": cmd_health,
         "exporter": cmd_exporter,
         "redis": cmd_redis,
+        "reset": cmd_reset,
     }[args.command]
     return handler(args)
 
@@ -412,6 +413,34 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     settings = _settings(args, target=False)
     url = _redis_url(settings)
     return uvloop.run(serve_exporter(settings, url, args.host, args.port))
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Start a target over (say, to fetch the comments posted since): output shards stay."""
+    from scraper.keys import target_index_key  # noqa: PLC0415
+    from scraper.stats import read_stats  # noqa: PLC0415
+
+    settings = _settings(args)
+    url = _redis_url(settings)
+
+    async def go() -> int:
+        client = await _client(settings, url)
+        keys = _keys(settings)
+        try:
+            live = [c for c in (await read_stats(client, keys))["consumers"] if c["heartbeat_age_s"] < 30]
+            if live and not args.force:
+                raise UserError(
+                    f"reset {keys.target}: {len(live)} workers are running (e.g. {live[0]['name']}); "
+                    "stop them first or pass --force"
+                )
+            deleted = await client.delete(*keys.all())
+            await client.srem(target_index_key(keys.prefix), keys.target)
+            print(f"reset {keys.target}: {deleted} keys deleted; output shards under the output dir are untouched")
+            return 0
+        finally:
+            await client.aclose()
+
+    return uvloop.run(go())
 
 
 def cmd_redis(args: argparse.Namespace) -> int:

@@ -70,6 +70,11 @@ class TargetKeys:
         """Hash: consumer name -> orjson heartbeat (pod, pid, ts, in_flight)."""
         return self._key("consumers")
 
+    def all(self) -> list[str]:
+        """Every key of the target (what `scraper reset` deletes)."""
+        names = ("tasks", "seen", "delayed", "dead", "final", "stats", "rate", "meta", "consumers")
+        return [getattr(self, name) for name in names]
+
 
 def target_index_key(prefix: str = DEFAULT_PREFIX) -> str:
     """Set of every target name seen, so ``scraper stats`` can list them."""

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from scraper.simulator.corpus import Corpus
-from tests.helpers import assert_exported_exactly, cli_env, exported_rpids, run_cli, simulator
+from tests.helpers import assert_exported_exactly, cli_env, coordinate, exported_rpids, run_cli, simulator
 
 SEED, VIDEOS, COMMENTS = 11, 24, 4000
 
@@ -158,3 +158,19 @@ def test_two_terminals_share_the_embedded_redis(tmp_path: Path) -> None:
         assert run_cli(["redis", "status"], env).returncode == 0
     finally:
         run_cli(["redis", "stop"], env)
+
+
+def test_reset_starts_a_target_over(tmp_path: Path, redis_url: str) -> None:
+    env = cli_env(tmp_path)
+    videos = tmp_path / "videos.txt"
+    videos.write_text("av170001\nav2\n")
+    common = ["--target", "video-list", "--redis-url", redis_url]
+    coordinate(env, common, videos, "http://127.0.0.1:9")
+    again = run_cli(["coordinate", *common, "--videos", str(videos)], env)
+    assert "0 tasks enqueued" in again.stdout
+    reset = run_cli(["reset", *common], env)
+    assert reset.returncode == 0, reset.stderr
+    assert "keys deleted" in reset.stdout
+    assert orjson.loads(run_cli(["stats", "--redis-url", redis_url, "--json"], env).stdout)["targets"] == []
+    fresh = run_cli(["coordinate", *common, "--videos", str(videos)], env)
+    assert "2 tasks enqueued" in fresh.stdout

@@ -67,6 +67,8 @@ def test_stats_and_metrics_before_during_after(tmp_path: Path, redis_url: str) -
             assert during["in_flight"] > 0
             assert len(during["consumers"]) == 2
             assert all(c["heartbeat_age_s"] < 10 for c in during["consumers"])
+            refused = run_cli(["reset", *common], env)  # never pull the queue from under live workers
+            assert refused.returncode == 2 and "2 workers are running" in refused.stderr
             health = run_cli(["health"], env)  # the liveness probe, reading the heartbeat dir from the env
             assert health.returncode == 0 and "2 worker processes" in health.stdout
             # rates count whole seconds: wait for the first one to close
