@@ -37,7 +37,7 @@ def render_stats(stats: dict[str, Any], history: list[float] | None = None) -> s
         f"final {_pairs(stats['final'])}  reclaimed {stats['reclaimed']}",
     ]
     limiter = stats.get("rate_limit")
-    if limiter:
+    if limiter and limiter.get("configured_rate"):  # the workers really use a shared limit
         lines.append(
             f"  limiter   {limiter.get('effective_rate', 0):.2f}/{limiter.get('configured_rate', 0):.2f} req/s  "
             f"cooldown {limiter.get('cooldown_remaining_s', 0):.1f}s"
