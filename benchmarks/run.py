@@ -223,7 +223,7 @@ def main() -> int:
         f"- scraper: `scraper work --processes {args.scraper_processes} --concurrency {args.scraper_concurrency} --burst --rate-limit 0`",
         "- pages/s and comments/s are over the fetching command's wall time (for `scraper`: the `scraper work` step, "
         "its start-up and burst exit included); end-to-end adds everything else the mode needs (for `scraper`: "
-        "redis-server, coordinate, export, stats). Client CPU is every process of the mode's tree, Redis included.",
+        "redis-server start to export done). Client CPU is every process of the mode's tree, Redis included.",
         "- noisy: 2 cores shared by the client, the simulator and other engineers' test runs at the same time.",
         "",
     ]
