@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,19 @@ async def _client(settings: Settings, url: str) -> Any:
     return client
 
 
+def _with_redis(settings: Settings, url: str, body: Callable[[Any], Awaitable[int]]) -> int:
+    """Run one command's body with a connected client, on uvloop, then close it."""
+
+    async def go() -> int:
+        client = await _client(settings, url)
+        try:
+            return await body(client)
+        finally:
+            await client.aclose()
+
+    return uvloop.run(go())
+
+
 def _keys(settings: Settings) -> TargetKeys:
     return TargetKeys(settings.target.name, settings.redis.key_prefix)
 
@@ -119,27 +133,23 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     videos = load_videos(settings)  # all input errors before Redis is touched
     url = _redis_url(settings)
 
-    async def go() -> int:
-        client = await _client(settings, url)
-        try:
-            summary = await coordinate(client, settings, videos)
-            print(
-                f"coordinate {settings.target.name}: {summary.lines} videos read, "
-                f"{summary.duplicates} duplicates dropped, "
-                f"{summary.enqueued} tasks enqueued ({summary.videos - summary.enqueued} already known) "
-                f"into {redis_conn.describe(url)}"
-            )
-            if args.wait:
-                stop = asyncio.Event()
-                watcher = asyncio.create_task(show_progress(client, _keys(settings), stop))
-                await _wait_done(client, _keys(settings))
-                stop.set()
-                await watcher
-            return 0
-        finally:
-            await client.aclose()
+    async def go(client: Any) -> int:
+        summary = await coordinate(client, settings, videos)
+        print(
+            f"coordinate {settings.target.name}: {summary.lines} videos read, "
+            f"{summary.duplicates} duplicates dropped, "
+            f"{summary.enqueued} tasks enqueued ({summary.videos - summary.enqueued} already known) "
+            f"into {redis_conn.describe(url)}"
+        )
+        if args.wait:
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(show_progress(client, _keys(settings), stop))
+            await _wait_done(client, _keys(settings))
+            stop.set()
+            await watcher
+        return 0
 
-    return uvloop.run(go())
+    return _with_redis(settings, url, go)
 
 
 async def _wait_done(client: Any, keys: TargetKeys) -> None:
@@ -312,10 +322,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 # ---- stats ----------------------------------------------------------------
 
 
-def _limiter_host(settings: Settings) -> str | None:
-    return urlparse(settings.target.base_url).netloc if settings.target.rate_limit > 0 else None
-
-
 def cmd_stats(args: argparse.Namespace) -> int:
     from scraper.dashboard import render_stats, render_targets, watch  # noqa: PLC0415
     from scraper.stats import list_targets, read_stats  # noqa: PLC0415
@@ -323,35 +329,31 @@ def cmd_stats(args: argparse.Namespace) -> int:
     settings = _settings(args, target=args.target is not None)
     url = _redis_url(settings)
 
-    async def go() -> int:
-        client = await _client(settings, url)
-        try:
-            if args.target is None:
-                targets = await list_targets(client, settings.redis.key_prefix)
-                rows = [await read_stats(client, TargetKeys(t, settings.redis.key_prefix)) for t in targets]
-                if args.json:
-                    print(orjson.dumps({"targets": rows}).decode())
-                else:
-                    print(render_targets(rows))
-                return 0
-            keys = _keys(settings)
-            host = await _stats_limiter_host(client, settings, keys)
-            if args.watch:
-                await watch(client, keys, limiter_host=host, frames=args.frames)
-                return 0
-            stats = await read_stats(client, keys, limiter_host=host)
-            print(orjson.dumps(stats).decode() if args.json else render_stats(stats))
+    async def go(client: Any) -> int:
+        if args.target is None:
+            targets = await list_targets(client, settings.redis.key_prefix)
+            rows = [await read_stats(client, TargetKeys(t, settings.redis.key_prefix)) for t in targets]
+            if args.json:
+                print(orjson.dumps({"targets": rows}).decode())
+            else:
+                print(render_targets(rows))
             return 0
-        finally:
-            await client.aclose()
+        keys = _keys(settings)
+        host = await _stats_limiter_host(client, settings, keys)
+        if args.watch:
+            await watch(client, keys, limiter_host=host, frames=args.frames)
+            return 0
+        stats = await read_stats(client, keys, limiter_host=host)
+        print(orjson.dumps(stats).decode() if args.json else render_stats(stats))
+        return 0
 
-    return uvloop.run(go())
+    return _with_redis(settings, url, go)
 
 
 async def _stats_limiter_host(client: Any, settings: Settings, keys: TargetKeys) -> str | None:
     stored = await client.hget(keys.meta, "base_url")
     base_url = stored.decode() if stored else settings.target.base_url
-    return urlparse(base_url).netloc if settings.target.rate_limit > 0 else None
+    return urlparse(base_url).netloc or None  # its limiter shows when the workers use one
 
 
 # ---- dead -----------------------------------------------------------------
@@ -363,30 +365,26 @@ def cmd_dead(args: argparse.Namespace) -> int:
     settings = _settings(args)
     url = _redis_url(settings)
 
-    async def go() -> int:
-        client = await _client(settings, url)
+    async def go(client: Any) -> int:
         keys = _keys(settings)
-        try:
-            if args.dead_command == "list":
-                letters = await deadletters.list_dead(client, keys)
-                if args.json:
-                    print(orjson.dumps(letters).decode())
-                else:
-                    print(deadletters.render(letters))
-                return 0
-            if args.dead_command == "requeue":
-                if not args.all and not args.ids:
-                    raise UserError("dead requeue: give dead-letter ids or --all")
-                count = await deadletters.requeue(client, keys, None if args.all else args.ids)
-                print(f"dead requeue: {count} pages back in the queue")
-                return 0
-            count = await deadletters.purge(client, keys)
-            print(f"dead purge: {count} dead letters removed")
+        if args.dead_command == "list":
+            letters = await deadletters.list_dead(client, keys)
+            if args.json:
+                print(orjson.dumps(letters).decode())
+            else:
+                print(deadletters.render(letters))
             return 0
-        finally:
-            await client.aclose()
+        if args.dead_command == "requeue":
+            if not args.all and not args.ids:
+                raise UserError("dead requeue: give dead-letter ids or --all")
+            count = await deadletters.requeue(client, keys, None if args.all else args.ids)
+            print(f"dead requeue: {count} pages back in the queue")
+            return 0
+        count = await deadletters.purge(client, keys)
+        print(f"dead purge: {count} dead letters removed")
+        return 0
 
-    return uvloop.run(go())
+    return _with_redis(settings, url, go)
 
 
 # ---- health, exporter, redis ------------------------------------------------
@@ -423,24 +421,20 @@ def cmd_reset(args: argparse.Namespace) -> int:
     settings = _settings(args)
     url = _redis_url(settings)
 
-    async def go() -> int:
-        client = await _client(settings, url)
+    async def go(client: Any) -> int:
         keys = _keys(settings)
-        try:
-            live = [c for c in (await read_stats(client, keys))["consumers"] if c["heartbeat_age_s"] < 30]
-            if live and not args.force:
-                raise UserError(
-                    f"reset {keys.target}: {len(live)} workers are running (e.g. {live[0]['name']}); "
-                    "stop them first or pass --force"
-                )
-            deleted = await client.delete(*keys.all())
-            await client.srem(target_index_key(keys.prefix), keys.target)
-            print(f"reset {keys.target}: {deleted} keys deleted; output shards under the output dir are untouched")
-            return 0
-        finally:
-            await client.aclose()
+        live = [c for c in (await read_stats(client, keys))["consumers"] if c["heartbeat_age_s"] < 30]
+        if live and not args.force:
+            raise UserError(
+                f"reset {keys.target}: {len(live)} workers are running (e.g. {live[0]['name']}); "
+                "stop them first or pass --force"
+            )
+        deleted = await client.delete(*keys.all())
+        await client.srem(target_index_key(keys.prefix), keys.target)
+        print(f"reset {keys.target}: {deleted} keys deleted; output shards under the output dir are untouched")
+        return 0
 
-    return uvloop.run(go())
+    return _with_redis(settings, url, go)
 
 
 def cmd_redis(args: argparse.Namespace) -> int:
