@@ -188,9 +188,6 @@ class TaskQueue:
         length, delayed = await pipe.execute()
         return int(length) == 0 and int(delayed) == 0
 
-    async def counts(self) -> QueueCounts:
-        return await read_counts(self.redis, self.keys)
-
 
 async def read_counts(client: aioredis.Redis, keys: TargetKeys) -> QueueCounts:
     pipe = client.pipeline(transaction=False)

@@ -183,10 +183,6 @@ async def wait_for_redis(client: aioredis.Redis, url: str, timeout_s: float) -> 
             raise RuntimeFailure(f"Redis at {describe(url)} refused the password") from None
 
 
-def server_pid_file(state_dir: Path) -> Path:
-    return state_dir / "redis" / "redis.pid"
-
-
 def embedded_running(state_dir: Path) -> bool:
     return _ping(_socket_path(state_dir / "redis"))
 

@@ -30,7 +30,6 @@ class JsonlSink:
         self.path = path
         self.fsync = fsync
         self._buffer = bytearray()
-        self.lines_written = 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Unbuffered: our bytearray is the buffer, flush() is one write().
@@ -42,11 +41,6 @@ class JsonlSink:
         buffer = self._buffer
         for record in records:
             buffer += orjson.dumps(record, option=_DUMPS_OPTIONS)
-        self.lines_written += len(records)
-
-    @property
-    def pending_bytes(self) -> int:
-        return len(self._buffer)
 
     def flush(self) -> None:
         if not self._buffer:

@@ -139,6 +139,7 @@ async def test_dead_consumers_are_pruned_but_not_their_pending_work(client: aior
             "live": orjson.dumps({"ts": time.time()}),
         },
     )
+    # idle_limit_ms=0: any idle time qualifies, even a settle in the same millisecond
     removed = await prune_consumers(client, KEYS, keep="live", idle_limit_ms=0, heartbeat_max_age_s=60)
     assert sorted(removed) == ["gone", "gone"]  # group member and heartbeat
     names = {c["name"] for c in await client.xinfo_consumers(KEYS.tasks, "workers")}

@@ -16,7 +16,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -41,14 +40,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _BURST_BLOCK_MS = 100
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-
-
-@dataclass
-class Pending:
-    """Outcomes not yet settled in Redis, swapped out whole by the settler."""
-
-    batch: SettleBatch = field(default_factory=SettleBatch)
-    pages: int = 0
 
 
 class Consumer:
@@ -82,7 +73,7 @@ class Consumer:
         self.burst = burst
         self.local: asyncio.Queue[Entry] = asyncio.Queue()
         self.in_flight: dict[bytes, Task] = {}
-        self.pending = Pending()
+        self.pending = SettleBatch()  # outcomes not yet settled; the settler swaps it whole
         self.stopping = asyncio.Event()  # stop claiming (drain or burst done)
         self.capacity = self.worker.concurrency + self.worker.batch_size
         # A burst run checks for the end after each empty claim: a short block
@@ -129,7 +120,7 @@ class Consumer:
                 log.warning("%s: drain timeout: handing back %d unfinished pages", self.name, len(self.in_flight))
         unfinished = dict(self.in_flight)
         await _stop_tasks(workers)
-        settled = set(self.pending.batch.acks)
+        settled = set(self.pending.acks)
         leftover = {entry_id: task for entry_id, task in unfinished.items() if entry_id not in settled}
         if leftover:  # cancelled mid-fetch: give them back to the queue now
             self._release(list(leftover.values()), list(leftover))
@@ -140,7 +131,7 @@ class Consumer:
             await self._slot_freed.wait()
 
     def _release(self, tasks: list[Task], entry_ids: list[bytes]) -> None:
-        batch = self.pending.batch
+        batch = self.pending
         batch.releases.extend(tasks)
         batch.acks.extend(entry_ids)
 
@@ -162,7 +153,7 @@ class Consumer:
                 self.request_stop()
 
     async def _crawl_over(self) -> bool:
-        if self.local.qsize() or self.in_flight or self.pending.batch:
+        if self.local.qsize() or self.in_flight or self.pending:
             return False
         return await self._redis_retry(self.queue.is_drained)
 
@@ -194,7 +185,7 @@ class Consumer:
             return
         self.telemetry.request(time.perf_counter() - started, "ok")
         self.limiter.on_success()
-        batch = self.pending.batch  # the settler may have swapped it while we awaited
+        batch = self.pending  # the settler may have swapped it while we awaited
         if result.records:
             self.sink.write(result.records)
         batch.followups.extend(result.followups)
@@ -214,7 +205,7 @@ class Consumer:
         # Every change to the batch happens before the first await: the
         # settler swaps batches while we wait, and a retry appended to an
         # already-settled batch would be lost.
-        batch = self.pending.batch
+        batch = self.pending
         batch.acks.append(entry_id)
         if isinstance(exc, PageUnavailable):
             batch.final.append(_record(task, self.name, kind=exc.kind, error=str(exc)))
@@ -238,7 +229,7 @@ class Consumer:
                 log.warning("%s: could not record the ban in Redis: %s", self.name, redis_exc)
 
     def _dead(self, task: Task, reason: str, error: str, attempts: int) -> None:
-        batch = self.pending.batch
+        batch = self.pending
         batch.dead.append(_record(task, self.name, reason=reason, error=error, attempts=attempts))
         batch.counters["dead"] += 1
         log.warning("%s: dead letter %s after %d attempts: %s", self.name, task.fingerprint, attempts, error)
@@ -261,8 +252,7 @@ class Consumer:
             await self._settle_now()
 
     async def _settle_now(self) -> None:
-        pending, self.pending = self.pending, Pending()
-        batch = pending.batch
+        batch, self.pending = self.pending, SettleBatch()
         if not batch:
             return
         self.sink.flush()  # lines on disk before the acknowledgement
@@ -292,12 +282,12 @@ class Consumer:
         log.info(
             "%s: took over %d pages idle for %.0fs on other consumers", self.name, len(taken), claim_idle_ms / 1000
         )
-        self.pending.batch.counters["reclaimed"] += len(taken)
+        self.pending.counters["reclaimed"] += len(taken)
         for (entry_id, task), deliveries in taken:
             if deliveries > self.worker.max_attempts:
                 # Delivered again and again, never settled: a page that kills
                 # its worker. Park it rather than crash every consumer in turn.
-                self.pending.batch.acks.append(entry_id)
+                self.pending.acks.append(entry_id)
                 self._dead(task, "poison", f"delivered {deliveries} times without settling", deliveries)
                 continue
             self.local.put_nowait((entry_id, task))

@@ -96,7 +96,7 @@ async def prune_consumers(
         members = []  # no stream or group yet
     for member in members:
         name = member["name"].decode() if isinstance(member["name"], bytes) else str(member["name"])
-        if name != keep and int(member["pending"]) == 0 and int(member["idle"]) > idle_limit_ms:
+        if name != keep and int(member["pending"]) == 0 and int(member["idle"]) >= idle_limit_ms:
             await client.xgroup_delconsumer(keys.tasks, CONSUMER_GROUP, name)
             removed.append(name)
     now = time.time()
