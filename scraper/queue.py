@@ -9,10 +9,10 @@ deleted in the same transaction, the stream only ever holds undelivered or
 pending work, which makes two things simple and exact:
 
 - the crawl is over when ``XLEN tasks == 0`` and nothing is delayed;
-- the lag KEDA scales on is ``XLEN - pending`` on Redis 6.2 (7.x reports it).
+- the backlog is ``XLEN - pending`` (scraper/queue_counts.py), which stays
+  right when Redis 7 reports the group's lag as NULL.
 
-Only acknowledged entries are ever deleted, never trimmed, so Redis 7's lag
-counter stays valid.
+Only acknowledged entries are ever deleted, never trimmed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from scraper.keys import CONSUMER_GROUP, TASK_FIELD, TargetKeys, target_index_key
+from scraper.queue_counts import QueueCounts as QueueCounts  # re-exported
+from scraper.queue_counts import read_counts as read_counts
 from scraper.tasks import Task
 
 # KEYS: seen, tasks, stats. ARGV: field name, then (fingerprint, payload) pairs.
@@ -75,15 +77,6 @@ class SettleBatch:
         return bool(
             self.acks or self.followups or self.retries or self.releases or self.dead or self.final or self.counters
         )
-
-
-@dataclass(frozen=True, slots=True)
-class QueueCounts:
-    queued: int  # not yet delivered to the group: the lag
-    in_flight: int  # delivered, not yet settled (pending)
-    delayed: int
-    dead: int
-    length: int
 
 
 def _record_fields(record: dict[str, Any]) -> dict[Any, Any]:
@@ -187,28 +180,3 @@ class TaskQueue:
         pipe.zcard(self.keys.delayed)
         length, delayed = await pipe.execute()
         return int(length) == 0 and int(delayed) == 0
-
-
-async def read_counts(client: aioredis.Redis, keys: TargetKeys) -> QueueCounts:
-    pipe = client.pipeline(transaction=False)
-    pipe.xlen(keys.tasks)
-    pipe.zcard(keys.delayed)
-    pipe.xlen(keys.dead)
-    length, delayed, dead = await pipe.execute()
-    pending = 0
-    lag: int | None = None
-    try:
-        summary = await client.xpending(keys.tasks, CONSUMER_GROUP)
-        pending = int(summary["pending"])
-        for group in await client.xinfo_groups(keys.tasks):
-            if _text(group.get("name")) == CONSUMER_GROUP and group.get("lag") is not None:
-                lag = int(group["lag"])  # Redis >= 7
-    except ResponseError:
-        pass  # no stream or group yet: nothing pending
-    if lag is None:
-        lag = max(int(length) - pending, 0)  # Redis 6.2: exact, since settled entries are deleted
-    return QueueCounts(queued=lag, in_flight=pending, delayed=int(delayed), dead=int(dead), length=int(length))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
