@@ -12,25 +12,34 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-# Every metric name the code exports; the Grafana dashboard may use only these.
-POD_METRICS = (
-    "scraper_pages_total",
-    "scraper_comments_total",
-    "scraper_request_duration_seconds",
-    "scraper_retries_total",
-    "scraper_in_flight",
-    "scraper_bans_total",
-)
-QUEUE_METRICS = (
-    "scraper_queue_lag",
-    "scraper_queue_pending",
-    "scraper_queue_delayed",
-    "scraper_dead_letters",
-    "scraper_pages_done",
-    "scraper_comments",
-    "scraper_rate_limit_effective",
-    "scraper_consumers",
-)
+# Every metric the code exports, as it appears on /metrics, with its
+# Prometheus type; the Grafana dashboard may use only these, and only as
+# their type allows (tests/test_k8s_dashboard.py). Counters end in _total
+# (Prometheus naming rules): prometheus_client adds the suffix on the wire.
+POD_METRIC_TYPES = {
+    "scraper_pages_total": "counter",  # label status: ok, unavailable, retry, dead
+    "scraper_comments_total": "counter",
+    "scraper_request_duration_seconds": "histogram",
+    "scraper_retries_total": "counter",
+    "scraper_in_flight": "gauge",
+    "scraper_bans_total": "counter",
+}
+# `scraper exporter`, read from Redis at scrape time. The crawl totals are
+# the target's stats hash: they only grow until `scraper reset`, which
+# Prometheus's rate() treats as a counter reset.
+QUEUE_METRIC_TYPES = {
+    "scraper_queue_lag": "gauge",
+    "scraper_queue_pending": "gauge",
+    "scraper_queue_delayed": "gauge",
+    "scraper_dead_letters": "gauge",  # current dead letters: `dead retry` lowers it
+    "scraper_crawl_pages_done_total": "counter",
+    "scraper_crawl_comments_total": "counter",
+    "scraper_rate_limit_effective_requests_per_second": "gauge",
+    "scraper_consumers": "gauge",
+}
+METRIC_TYPES = {**POD_METRIC_TYPES, **QUEUE_METRIC_TYPES}
+POD_METRICS = tuple(POD_METRIC_TYPES)
+QUEUE_METRICS = tuple(QUEUE_METRIC_TYPES)
 METRIC_NAMES = POD_METRICS + QUEUE_METRICS
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

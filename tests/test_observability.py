@@ -125,9 +125,9 @@ def test_every_exported_name_is_declared() -> None:
         "scraper_queue_pending",
         "scraper_queue_delayed",
         "scraper_dead_letters",
-        "scraper_pages_done",
-        "scraper_comments",
-        "scraper_rate_limit_effective",
+        "scraper_crawl_pages_done_total",
+        "scraper_crawl_comments_total",
+        "scraper_rate_limit_effective_requests_per_second",
         "scraper_consumers",
     }
 
