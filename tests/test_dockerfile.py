@@ -256,7 +256,7 @@ def test_build_context_holds_what_copy_needs(stages: list[Stage]) -> None:
         "output/shard-0.jsonl",
         ".state/appendonly.aof",
         ".env",
-        "tests/test_k8s.py",
+        "tests/k8s/test_keda.py",
         "scraper/__pycache__/keys.cpython-311.pyc",
         "k8s/base/worker.yaml",
     ],
