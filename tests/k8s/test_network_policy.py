@@ -150,3 +150,11 @@ def test_evaluator_catches_dns_limited_to_kube_system_pods(renders: dict[str, li
     worker = pod(broken, "worker")
     assert allowed(policies, worker, Endpoint("kube-system", {"k8s-app": "kube-dns"}), 53, "UDP")
     assert not allowed(policies, worker, internet("169.254.20.10"), 53, "UDP")
+
+
+def test_shipped_cluster_settings_are_the_base_defaults(renders: dict[str, list[Obj]]) -> None:
+    # The base (and dev, which has no settings file) must behave like an
+    # untouched prod: the defaults in networkpolicy.yaml and in
+    # overlays/prod/cluster-settings.yaml are one set of values.
+    assert find(renders["prod"], "NetworkPolicy") == find(renders["base"], "NetworkPolicy")
+    assert find(renders["dev"], "NetworkPolicy") == find(renders["base"], "NetworkPolicy")

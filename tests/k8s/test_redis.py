@@ -12,6 +12,7 @@ from tests.k8s.support import (
     EXTERNAL_SECRET,
     Obj,
     cpu_cores,
+    environment,
     generated,
     main_container,
     memory_bytes,
@@ -20,6 +21,7 @@ from tests.k8s.support import (
     pod_spec,
     redis,
     redis_bytes,
+    worker,
 )
 
 
@@ -134,3 +136,12 @@ def test_redis_check_catches_rdb_everysec_and_burstable(renders: dict[str, list[
     assert any("appendfsync" in p for p in problems), problems
     assert any("redis cpu" in p for p in problems), problems
     assert any("PodDisruptionBudget" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("name", ALL_RENDERS)
+def test_workers_fsync_before_they_acknowledge(name: str, renders: dict[str, list[Obj]]) -> None:
+    # Half of the durability story: Redis fsyncs the acknowledgement, the
+    # worker must have fsynced the lines it acknowledges.
+    objects = renders[name]
+    env = environment(main_container(worker(objects)), objects)
+    assert env["SCRAPER_WORKER_FSYNC"] == "true"
