@@ -14,7 +14,7 @@ from collections import Counter
 
 # Every metric the code exports, as it appears on /metrics, with its
 # Prometheus type; the Grafana dashboard may use only these, and only as
-# their type allows (tests/test_k8s_dashboard.py). Counters end in _total
+# their type allows (tests/k8s/test_dashboard.py). Counters end in _total
 # (Prometheus naming rules): prometheus_client adds the suffix on the wire.
 POD_METRIC_TYPES = {
     "scraper_pages_total": "counter",  # label status: ok, unavailable, retry, dead

@@ -48,11 +48,14 @@ OVERLAYS = {
 # Rendered from a temporary overlay: name -> (resources, components, extra files).
 # "repo-config" is prod plus the component that mounts the repository's
 # config/ (it needs the LoadRestrictionsNone flag).
-COMPONENT_OVERLAYS = {"repo-config": ("overlays/prod", "components/repo-config")}
+COMPONENT_OVERLAYS = {
+    "repo-config": ("overlays/prod", "components/repo-config"),
+    "refresh-repo-config": ("overlays/refresh", "components/repo-config"),
+}
 ALL_RENDERS = [*OVERLAYS, *COMPONENT_OVERLAYS]
 # Where KEDA owns the worker count, so the Deployment must not set one.
-AUTOSCALED = {"base", "prod", "monitoring", "refresh", "repo-config"}
-WITH_KEDA = {"prod", "monitoring", "refresh", "repo-config"}
+AUTOSCALED = {"base", "prod", "monitoring", "refresh", "repo-config", "refresh-repo-config"}
+WITH_KEDA = {"prod", "monitoring", "refresh", "repo-config", "refresh-repo-config"}
 # The one Secret that is created by hand (k8s/secret.example.yaml), not rendered.
 EXTERNAL_SECRET = "scraper-secrets"
 SCRAPER_ROLES = ("worker", "coordinator", "exporter")

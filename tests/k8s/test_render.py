@@ -145,13 +145,18 @@ def test_example_secret_holds_placeholders_only(tmp_path: Path) -> None:
         assert value in ("", "CHANGE-ME"), f"{key} holds something that is not a placeholder"
 
 
-def test_repo_config_component_mounts_every_config_file(renders: dict[str, list[Obj]]) -> None:
-    objects = renders["repo-config"]
+@pytest.mark.parametrize(
+    ("name", "roles"), [("repo-config", SCRAPER_ROLES), ("refresh-repo-config", (*SCRAPER_ROLES, "refresh"))]
+)
+def test_repo_config_component_mounts_every_config_file(
+    name: str, roles: tuple[str, ...], renders: dict[str, list[Obj]]
+) -> None:
+    objects = renders[name]
     config_map = [c for c in find(objects, "ConfigMap") if c["metadata"]["name"].startswith("scraper-config-")]
     assert len(config_map) == 1
     data = config_map[0]["data"]
     files = {p.relative_to(CONFIG).as_posix(): p.read_text() for p in CONFIG.rglob("*") if p.is_file()}
-    for role in SCRAPER_ROLES:
+    for role in roles:
         workload = by_role(objects, role)
         container = main_container(workload)
         mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/app/config")
