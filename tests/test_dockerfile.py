@@ -191,9 +191,15 @@ def test_runtime_environment_and_layout(stages: list[Stage]) -> None:
 
 def test_image_user_is_the_one_the_manifests_run_as(stages: list[Stage]) -> None:
     uid = int(stages[1].last("USER").partition(":")[0])
-    for manifest in ("worker.yaml", "coordinator.yaml", "exporter.yaml"):
-        docs = yaml.safe_load_all((ROOT / "k8s" / "base" / manifest).read_text())
-        pods = [d["spec"]["template"]["spec"] for d in docs if d and "template" in d.get("spec", {})]
+    for manifest in (
+        "base/worker.yaml",
+        "base/coordinator.yaml",
+        "base/exporter.yaml",
+        "overlays/refresh/refresh-cronjob.yaml",
+    ):
+        docs = yaml.safe_load_all((ROOT / "k8s" / manifest).read_text())
+        specs = [d["spec"].get("jobTemplate", {}).get("spec", d["spec"]) for d in docs if d]
+        pods = [spec["template"]["spec"] for spec in specs if "template" in spec]
         assert pods, manifest
         for pod in pods:
             assert pod["securityContext"]["runAsUser"] == uid, manifest
