@@ -7,23 +7,30 @@ older versions lack it and count as 0; on a tie the first line seen wins, in
 shard-name order). A shard cut mid-line by a killed process ends in a partial
 line: it is skipped and counted (that page was never acknowledged, so it was
 fetched again and its comments are elsewhere), as is a line that is not a JSON
-object with an ``rpid``.
+object with an integer ``rpid``.
 
-Memory does not grow with the number of comments. Pass 1 reads the shards once
-and appends each valid line, behind a small fixed header, to one of 2^k
-partition files in a temporary folder next to the destination; the partition
-is chosen by the top bits of ``h = rpid * 0x9E3779B97F4A7C15 mod 2^64`` (a
-bijection, so ``h`` identifies the rpid), and k is the smallest number that
-keeps a partition under a quarter of the budget. Pass 2 loads one partition at
-a time, keeps the newest copy of each ``h`` and writes them in ``h`` order. A
-job that fits the budget never touches the disk. The budget is
-``worker.export_memory_mb`` (default 32 MB; ``SCRAPER_WORKER_EXPORT_MEMORY_MB``).
-The temporary folder needs about as much disk as the shards; it is removed
-whatever happens.
+Memory does not grow with the number of comments; nothing but small index
+records ever goes through Python twice:
 
-Output order: ascending ``h``, the same for the same comments whatever the
-budget, the shards' names or the machine. It is a fixed shuffle, not
-chronological: sort on ``oid``/``ctime`` downstream if needed.
+1. *Scan*: read the shards once; per valid line, a 32-byte record (h,
+   crawled_at, position, length) goes to one of 2^k index partitions, chosen
+   by the top bits of ``h = rpid * 0x9E3779B97F4A7C15 mod 2^64`` (a bijection:
+   ``h`` identifies the rpid). An invalid or partial line goes straight to the
+   drop list.
+2. *Decide*: load one index partition at a time, keep the newest copy of each
+   ``h`` (C loops: dict, sorted), and add every losing copy's (position,
+   length) to the drop list, bucketed by position.
+3. *Copy*: stream the shards in order, copying the bytes between dropped lines
+   (a CSV export parses the kept lines to write its rows).
+
+Index partitions and drop buckets stay in memory until they fill their share
+of the budget, then go to files in a temporary folder next to the destination
+(about 12% of the shards' size), removed whatever happens. The budget is
+``worker.export_memory_mb`` (default 32 MB; ``SCRAPER_WORKER_EXPORT_MEMORY_MB``);
+the interpreter and the CLI's imports add ~30 MB of their own.
+
+Output order: the order of the shards (by name) and of the lines in them, each
+comment where its kept copy was read; the same whatever the budget.
 
 Formats: ``jsonl`` (the shard lines, byte for byte), ``csv`` (UTF-8, columns
 ``CSV_COLUMNS``) and ``excel``: the same CSV preceded by a UTF-8 byte-order
@@ -41,7 +48,6 @@ import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import accumulate
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,8 +61,12 @@ DEFAULT_MEMORY_MB = 32
 
 _MIX = 0x9E3779B97F4A7C15  # odd: multiplying by it is a bijection mod 2^64 (Fibonacci hashing)
 _MASK = (1 << 64) - 1
-_MIN_PARTITION_BYTES = 1024
-_INDEX = struct.Struct("=QqQ")  # per line: h, crawled_at, length (native: read back by memoryview.cast)
+_RECORD = struct.Struct("=QqQQ")  # h, crawled_at, position, length (native: read back by memoryview.cast)
+_DROP = struct.Struct("=QQ")  # position, length
+_OFFSET_BITS = 40  # position = shard number << 40 | byte offset in the shard (shards up to 1 TB)
+_LINE_BYTES_GUESS = 200  # to size the partitions before the scan; comment lines run 250-400 B
+_WORK_BYTES_PER_LINE = 512  # what pass 2 holds per index record in Python objects (dict, lists)
+_COPY_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +76,7 @@ class ExportSummary:
     comments: int
     duplicates: int  # valid lines dropped because another copy of the rpid won
     skipped: int  # partial or invalid lines
-    partitions: int = 1  # 1: done in memory
+    partitions: int = 1
 
 
 def shard_files(output_dir: Path, target: str) -> list[Path]:
@@ -74,160 +84,193 @@ def shard_files(output_dir: Path, target: str) -> list[Path]:
 
 
 def partition_bits(input_bytes: int, memory_bytes: int) -> int:
-    """The smallest k such that 2^k partitions each hold under an eighth of the budget.
-
-    Pass 2 holds a partition's lines, about 1.5 times as much again in its
-    index (Python ints, a dict, offsets) and the output chunk it builds; pass 1's
-    write buffers take another eighth. The interpreter itself is ~15 MB more."""
-    partition_bytes = max(memory_bytes // 8, _MIN_PARTITION_BYTES)
-    expected = input_bytes + input_bytes // 8  # the index adds ~20 B to a ~250 B line
+    """The smallest k such that each of 2^k index partitions fits half the budget in pass 2."""
+    lines_per_partition = max(memory_bytes // 2 // _WORK_BYTES_PER_LINE, 16)
+    expected_lines = input_bytes // _LINE_BYTES_GUESS
     bits = 0
-    while expected >> bits > partition_bytes:
+    while expected_lines >> bits > lines_per_partition:
         bits += 1
     return bits
 
 
-class _Part:
-    """One partition in memory: its lines, and per line an index record (h, crawled_at, length)."""
+class _Spill:
+    """Append-only byte buckets: in memory until their total passes ``flush_bytes``,
+    then appended to one file per bucket (opened and closed at each flush, so
+    thousands of buckets never hold thousands of descriptors)."""
 
-    __slots__ = ("index", "lines")
-
-    def __init__(self) -> None:
-        self.lines = bytearray()
-        self.index = bytearray()
-
-
-class _Partitions:
-    """Pass 1's output: 2^bits partitions, each in two append-only files (lines, index)
-    fed through buffers of bounded total size."""
-
-    def __init__(self, folder: Path, bits: int, flush_bytes: int) -> None:
+    def __init__(self, folder: Path, name: str, buckets: int, flush_bytes: int) -> None:
         self.folder = folder
-        self.shift = 64 - bits
-        self.parts = [_Part() for _ in range(1 << bits)]
-        self.flushed = [False] * (1 << bits)
+        self.name = name
+        self.buffers = [bytearray() for _ in range(buckets)]
+        self.flushed = [False] * buckets
         self.flush_bytes = flush_bytes
+        self.size = 0
 
-    def _path(self, number: int, column: str) -> Path:
-        return self.folder / f"{number:05x}.{column}"
+    def _path(self, bucket: int) -> Path:
+        return self.folder / f"{self.name}-{bucket:06x}"
 
-    def _append(self, number: int) -> None:
-        # Open, append, close: thousands of partitions never hold thousands of descriptors.
-        part = self.parts[number]
-        for column, data in (("lines", part.lines), ("index", part.index)):
-            with open(self._path(number, column), "ab") as handle:
-                handle.write(data)
-        self.parts[number] = _Part()
-        self.flushed[number] = True
+    def add(self, bucket: int, data: bytes) -> None:
+        self.buffers[bucket] += data
+        self.size += len(data)
+        if self.size > self.flush_bytes:
+            self.flush()
 
     def flush(self) -> None:
-        for number, part in enumerate(self.parts):
-            if part.lines:
-                self._append(number)
+        for bucket, buffer in enumerate(self.buffers):
+            if buffer:
+                with open(self._path(bucket), "ab") as handle:
+                    handle.write(buffer)
+                self.buffers[bucket] = bytearray()
+                self.flushed[bucket] = True
+        self.size = 0
 
-    def contents(self) -> Iterator[_Part]:
-        """Each partition in turn, read back from disk or as it stayed in memory.
-
-        Nothing here keeps a reference to what it yielded: one partition at a time."""
-        for number in range(len(self.parts)):
-            if self.flushed[number]:
-                if self.parts[number].lines:  # the tail that came after the last flush
-                    self._append(number)
-                self.parts[number] = _Part()
-                yield self._load(number)
-            else:
-                part, self.parts[number] = self.parts[number], _Part()
-                yield part
-                del part
-
-    def _load(self, number: int) -> _Part:
-        part = _Part()
-        for column, data in (("lines", part.lines), ("index", part.index)):
-            path = self._path(number, column)
-            with open(path, "rb") as handle:
-                data += handle.read()
-            path.unlink()  # the disk it took is free again before the next partition loads
-        return part
+    def take(self, bucket: int) -> bytes | bytearray:
+        """Everything added to ``bucket``, which is then forgotten (its file removed)."""
+        tail, self.buffers[bucket] = self.buffers[bucket], bytearray()
+        self.size -= len(tail)
+        if not self.flushed[bucket]:
+            return tail
+        path = self._path(bucket)
+        with open(path, "ab+") as handle:
+            handle.write(tail)
+            handle.seek(0)
+            data = handle.read()
+        path.unlink()
+        return data
 
 
-def _split(paths: list[Path], partitions: _Partitions, counts: dict[str, int]) -> None:
-    """Pass 1: every complete, valid line to its partition (the hot loop: kept flat)."""
+class _Drops:
+    """Lines not to copy, bucketed by position so that pass 3 holds one bucket at a time."""
+
+    def __init__(self, folder: Path, sizes: list[int], memory_bytes: int) -> None:
+        # A bucket covers at most an eighth of the budget of shard bytes: even if
+        # every line in it were dropped, its records fit.
+        self.span_bits = max((memory_bytes // 8).bit_length() - 1, 10)
+        self.base = [0]
+        for size in sizes:
+            self.base.append(self.base[-1] + (size >> self.span_bits) + 1)
+        self.spill = _Spill(folder, "drops", self.base[-1], max(memory_bytes // 16, 1024))
+
+    def add(self, position: int, length: int) -> None:
+        shard, offset = position >> _OFFSET_BITS, position & ((1 << _OFFSET_BITS) - 1)
+        self.spill.add(self.base[shard] + (offset >> self.span_bits), _DROP.pack(position, length))
+
+    def of_shard(self, shard: int) -> Iterator[tuple[int, int]]:
+        """(offset, length) of the shard's dropped lines, in offset order."""
+        mask = (1 << _OFFSET_BITS) - 1
+        for bucket in range(self.base[shard], self.base[shard + 1]):
+            words = memoryview(self.spill.take(bucket)).cast("Q")
+            yield from sorted(zip((position & mask for position in words[0::2]), words[1::2]))
+
+
+def _scan(paths: list[Path], index: _Spill, shift: int, drops: _Drops, ends: list[int]) -> tuple[int, int]:
+    """Pass 1: an index record per valid line, a drop per invalid one. Returns (lines,
+    skipped); ``ends`` gets how far each shard was read (pass 3 copies no further:
+    a line written since was never checked)."""
     lines = skipped = buffered = 0
-    parts, shift, flush_bytes = partitions.parts, partitions.shift, partitions.flush_bytes
-    loads, pack = orjson.loads, _INDEX.pack
-    for path in paths:
+    buffers, flush_bytes = index.buffers, index.flush_bytes
+    loads, pack = orjson.loads, _RECORD.pack
+    for shard, path in enumerate(paths):
+        position = shard << _OFFSET_BITS
         with open(path, "rb") as handle:
             for line in handle:
                 lines += 1
-                if not line.endswith(b"\n"):
-                    skipped += 1  # cut by a kill mid-write
-                    continue
+                length = len(line)
                 try:
+                    if line[-1] != 10:  # no newline: cut by a kill mid-write
+                        raise ValueError
                     record = loads(line)
                     rpid = record["rpid"]
                     crawled_at = record.get("crawled_at") or 0
                     entry = pack(
                         h := ((rpid if type(rpid) is int else int(rpid)) * _MIX) & _MASK,
                         crawled_at if type(crawled_at) is int else int(crawled_at),
-                        len(line),
+                        position,
+                        length,
                     )
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, struct.error):
                     skipped += 1  # not a JSON object with an integer rpid (and crawled_at)
+                    drops.add(position, length)
+                    position += length
                     continue
-                part = parts[h >> shift]
-                part.lines += line
-                part.index += entry
-                buffered += len(line)  # + the index's 24 B: flush_bytes leaves room for it
+                buffers[h >> shift] += entry
+                position += length
+                buffered += 32
                 if buffered > flush_bytes:
-                    partitions.flush()
+                    index.flush()
                     buffered = 0
-    counts["lines"], counts["skipped"] = lines, skipped
+        ends.append(position - (shard << _OFFSET_BITS))
+    return lines, skipped
 
 
-def _newest(part: _Part) -> tuple[bytes | bytearray, int, int]:
-    """Pass 2 on one partition: its lines without the copies that lost, how many
-    lines that is, and how many copies lost.
-
-    Every step runs in C (memoryview, zip, dict, sorted, set) except one Python
-    step per dropped copy: a partition without duplicates costs next to nothing."""
-    words = memoryview(part.index).cast("Q")
-    hs = words[0::3]
+def _losers(records: bytes | bytearray) -> Iterator[tuple[int, int]]:
+    """Pass 2 on one index partition: (position, length) of every copy that is not the
+    newest of its rpid. Every step is a C loop (memoryview, zip, dict, sorted, set)
+    except one Python step per losing copy."""
+    words = memoryview(records).cast("Q")
+    hs, positions, lengths = words[0::4], words[2::4], words[3::4]
     count = len(hs)
-    best = dict(zip(reversed(hs), range(count - 1, -1, -1), strict=True))  # h -> its first copy
+    best = dict(zip(reversed(hs), range(count - 1, -1, -1)))  # h -> its first copy
     if len(best) == count:
-        return part.lines, count, 0
-    crawled = memoryview(part.index).cast("q")[1::3]
+        return
+    crawled = memoryview(records).cast("q")[1::4]
     if any(crawled):
         # Later writes win in a dict: feed the copies by crawled_at ascending, and
-        # within one crawled_at from the last seen to the first (a stable sort of the
-        # reversed positions), so the newest copy wins and a tie keeps the first seen.
+        # within one crawled_at from the last read to the first (a stable sort of the
+        # reversed numbers), so the newest copy wins and a tie keeps the first read.
         order = sorted(range(count - 1, -1, -1), key=crawled.__getitem__)
-        best = dict(zip(map(hs.__getitem__, order), order, strict=True))
-    offsets = list(accumulate(words[2::3], initial=0))
-    view = memoryview(part.lines)
-    pieces = []
-    start = 0
-    for dropped in sorted(set(range(count)).difference(best.values())):
-        pieces.append(view[offsets[start] : offsets[dropped]])
-        start = dropped + 1
-    pieces.append(view[offsets[start] :])
-    return b"".join(pieces), len(best), count - len(best)
+        best = dict(zip(map(hs.__getitem__, order), order))
+    for number in set(range(count)).difference(best.values()):
+        yield positions[number], lengths[number]
 
 
-def _writer(out: IO[Any], fmt: str) -> Callable[[bytes | bytearray], None]:
+def _copy(paths: list[Path], ends: list[int], drops: _Drops, write: Callable[[bytes], None]) -> None:
+    """Pass 3: every shard's scanned bytes but its dropped lines, in order."""
+    for shard, (path, end) in enumerate(zip(paths, ends)):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            cursor = 0
+            for offset, length in drops.of_shard(shard):
+                _copy_range(fd, cursor, offset, write)
+                cursor = offset + length
+            _copy_range(fd, cursor, end, write)
+        finally:
+            os.close(fd)
+
+
+def _copy_range(fd: int, start: int, end: int, write: Callable[[bytes], None]) -> None:
+    while start < end:
+        chunk = os.pread(fd, min(_COPY_CHUNK, end - start), start)
+        if not chunk:
+            break  # the file shrank under us: nothing more to copy
+        write(chunk)
+        start += len(chunk)
+
+
+def _writer(out: IO[Any], fmt: str) -> tuple[Callable[[bytes], None], Callable[[], None]]:
+    """(write bytes of whole or partial lines, finish)."""
     if fmt == "jsonl":
 
-        def write_lines(kept: bytes | bytearray) -> None:
-            out.write(kept)
+        def write_lines(chunk: bytes) -> None:
+            out.write(chunk)
 
-        return write_lines
+        return write_lines, lambda: None
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
+    carry = bytearray()
 
-    def write_rows(kept: bytes | bytearray) -> None:
-        writer.writerows(map(orjson.loads, kept.splitlines()))
+    def write_rows(chunk: bytes) -> None:
+        carry.extend(chunk)
+        cut = carry.rfind(b"\n") + 1
+        if cut:
+            writer.writerows(map(orjson.loads, carry[:cut].splitlines()))
+            del carry[:cut]
 
-    return write_rows
+    def finish() -> None:
+        if carry.strip():
+            write_rows(b"\n")
+
+    return write_rows, finish
 
 
 def _open_output(path: Path, fmt: str) -> IO[Any]:
@@ -250,25 +293,26 @@ def export(
     paths = shard_files(output_dir, target)
     if not paths and not (output_dir / target).is_dir():
         raise UserError(f"{output_dir / target}: no output for target {target!r} (run `scraper work` first)")
-    counts = {"lines": 0, "skipped": 0}
-    kept = duplicates = 0
     tmp = destination.with_name(destination.name + ".tmp")
     folder: Path | None = None
+    duplicates = 0
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        bits = partition_bits(sum(path.stat().st_size for path in paths), memory_bytes)
+        sizes = [path.stat().st_size for path in paths]
+        bits = partition_bits(sum(sizes), memory_bytes)
         folder = Path(tempfile.mkdtemp(prefix=f".{destination.name}.parts-", dir=destination.parent))
-        partitions = _Partitions(folder, bits, flush_bytes=max(memory_bytes // 9, _MIN_PARTITION_BYTES))
-        _split(paths, partitions, counts)
+        index = _Spill(folder, "index", 1 << bits, max(memory_bytes // 8, 1024))
+        drops = _Drops(folder, sizes, memory_bytes)
+        ends: list[int] = []
+        lines, skipped = _scan(paths, index, 64 - bits, drops, ends)
+        for partition in range(1 << bits):
+            for position, length in _losers(index.take(partition)):
+                drops.add(position, length)
+                duplicates += 1
         with _open_output(tmp, fmt) as out:
-            write = _writer(out, fmt)
-            for part in partitions.contents():
-                lines, count, dropped = _newest(part)
-                del part
-                write(lines)
-                kept += count
-                duplicates += dropped
-                del lines  # before the next partition loads
+            write, finish = _writer(out, fmt)
+            _copy(paths, ends, drops, write)
+            finish()
         os.replace(tmp, destination)  # a reader never sees half an export
     except OSError as exc:
         raise RuntimeFailure(f"{destination}: cannot write export: {exc.strerror}") from None
@@ -277,9 +321,9 @@ def export(
             shutil.rmtree(folder, ignore_errors=True)
     return ExportSummary(
         shards=len(paths),
-        lines=counts["lines"],
-        comments=kept,
+        lines=lines,
+        comments=lines - skipped - duplicates,
         duplicates=duplicates,
-        skipped=counts["skipped"],
+        skipped=skipped,
         partitions=1 << bits,
     )
