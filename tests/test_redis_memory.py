@@ -34,7 +34,8 @@ def test_redis_keeps_at_most_16_bytes_per_page(tmp_path: Path, redis_url: str) -
     env = cli_env(tmp_path)
     videos = tmp_path / "videos.txt"
     common = ["--target", "video-list", "--redis-url", redis_url]
-    sim_args = ["--seed", str(SEED), "--videos", str(VIDEOS), "--comments", str(COMMENTS), "--write-videos", str(videos)]
+    sim_args = ["--seed", str(SEED), "--videos", str(VIDEOS), "--comments", str(COMMENTS)]
+    sim_args += ["--write-videos", str(videos)]
     with simulator(env, *sim_args) as base_url:
         coordinate(env, common, videos, base_url)
         work = run_cli(["work", *common, "--processes", "1", "--concurrency", "64", "--burst",
