@@ -59,6 +59,7 @@ MAIN_PAGES = 25  # a video: 25 main pages, each with a two-page sub-reply thread
 PAGES_PER_VIDEO = MAIN_PAGES * 3
 COMMENTS_PER_PAGE = 20
 CONSUMERS = 8
+_INDEX_BYTES_PER_LINE = 32  # what the export's temporary index holds per line (see scraper/export.py)
 BATCH = 32
 
 
@@ -83,9 +84,9 @@ class RoundTrips:
 
 def _followups(task: Task) -> list[Task]:
     if task.kind == MAIN:
-        pages = range(2, MAIN_PAGES + 1) if task.page == 1 else range(task.page + 1, min(task.page + 2, MAIN_PAGES) + 1)
-        root = task.oid * 1000 + task.page
-        return [Task(kind=MAIN, oid=task.oid, page=p) for p in pages] + [Task(kind=REPLY, oid=task.oid, root=root, page=1)]
+        last = MAIN_PAGES if task.page == 1 else min(task.page + 2, MAIN_PAGES)
+        thread = Task(kind=REPLY, oid=task.oid, root=task.oid * 1000 + task.page, page=1)
+        return [Task(kind=MAIN, oid=task.oid, page=p) for p in range(task.page + 1, last + 1)] + [thread]
     if task.page == 1:
         return [Task(kind=REPLY, oid=task.oid, root=task.root, page=2)]
     return []
@@ -147,9 +148,7 @@ async def crawl(url: str, pages: int, timeout_s: float) -> RedisFigures:
     await coordinator.enqueue(seeds)
     done = [0]
     deadline = start + timeout_s
-    await asyncio.gather(
-        *(_consume(TaskQueue(client, keys, f"bench-{n}"), deadline, done) for n in range(CONSUMERS))
-    )
+    await asyncio.gather(*(_consume(TaskQueue(client, keys, f"bench-{n}"), deadline, done) for n in range(CONSUMERS)))
     seconds = time.monotonic() - start
     round_trips = RoundTrips.count - trips_before
     commands = {
@@ -177,7 +176,7 @@ _LINE = (
     b'{"rpid":%d,"oid":%d,"bvid":"BV17x411w7KC","root":0,"parent":0,"mid":%d,"uname":"user%d","level":%d,'
     b'"message":"%s","ctime":%d,"like":%d,"rcount":0,"crawled_at":%d}\n'
 )
-_WORDS = [w.encode() for w in "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor".split()]
+_WORDS = b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor".split()
 
 
 def write_shards(folder: Path, comments: int, shards: int = 4) -> int:
@@ -302,8 +301,15 @@ def report(redis_figures: RedisFigures, exports: list[ExportFigures], memory_mb:
         table(
             ["comments", "shards", "partitions", "peak RSS", "RSS before export", "wall", "CPU"],
             [
-                [f"{e.comments:,}", f"{e.shard_bytes / 2**20:,.0f} MB", str(e.partitions), f"{e.rss_peak_mb:.1f} MB",
-                 f"{e.rss_before_mb:.1f} MB", f"{e.wall_s:.1f} s", f"{e.cpu_s:.1f} s"]  # fmt: skip
+                [
+                    f"{e.comments:,}",
+                    f"{e.shard_bytes / 2**20:,.0f} MB",
+                    str(e.partitions),
+                    f"{e.rss_peak_mb:.1f} MB",
+                    f"{e.rss_before_mb:.1f} MB",
+                    f"{e.wall_s:.1f} s",
+                    f"{e.cpu_s:.1f} s",
+                ]
                 for e in exports
             ],
         ),
@@ -325,18 +331,28 @@ def report(redis_figures: RedisFigures, exports: list[ExportFigures], memory_mb:
                 f"{r.used_before / 2**20 + delta / pages * projected / 2**20:,.0f} MB",
                 f"{projected / (r.pages / r.seconds) / 60:,.0f} min",
                 f"{comments:,}",
-                f"{peak:.0f} MB",
                 f"{comments * bytes_per_comment / 2**30:,.0f} GB",
+                f"{comments * _INDEX_BYTES_PER_LINE * 1.05 / 2**30:,.1f} GB",
+                f"{peak:.0f} MB",
                 f"{comments * cpu_per_comment / 60:,.0f} min",
             ]
         )
     out += [
         "",
-        f"## projection ({COMMENTS_PER_PAGE} comments a page; slopes from the runs above)",
+        f"## projection ({COMMENTS_PER_PAGE} comments a page; slopes from the runs above; settle time: "
+        f"{CONSUMERS} consumers in one process; export temp disk: its index, {_INDEX_BYTES_PER_LINE} B a line)",
         "",
         table(
-            ["pages", "Redis used_memory", "settle time (8 consumers, 1 process)", "comments", "export RSS", "temp disk",
-             "export CPU"],  # fmt: skip
+            [
+                "pages",
+                "Redis used_memory",
+                "settle time",
+                "comments",
+                "shards",
+                "export temp disk",
+                "export RSS",
+                "export CPU",
+            ],  # fmt: skip
             rows,
         ),
     ]
