@@ -66,7 +66,11 @@ _DROP = struct.Struct("=QQ")  # position, length
 _OFFSET_BITS = 40  # position = shard number << 40 | byte offset in the shard (shards up to 1 TB)
 _LINE_BYTES_GUESS = 200  # to size the partitions before the scan; comment lines run 250-400 B
 _WORK_BYTES_PER_LINE = 512  # what pass 2 holds per index record in Python objects (dict, lists)
-_COPY_CHUNK = 1 << 20
+
+
+def _chunk_bytes(memory_bytes: int) -> int:
+    """Reads and copies go by chunks of this size (a few of them live at once)."""
+    return min(max(memory_bytes // 32, 1 << 16), 1 << 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,43 +167,54 @@ class _Drops:
             yield from sorted(zip((position & mask for position in words[0::2]), words[1::2]))
 
 
-def _scan(paths: list[Path], index: _Spill, shift: int, drops: _Drops, ends: list[int]) -> tuple[int, int]:
+def _scan(
+    paths: list[Path], sizes: list[int], index: _Spill, shift: int, drops: _Drops, chunk_bytes: int
+) -> tuple[int, int]:
     """Pass 1: an index record per valid line, a drop per invalid one. Returns (lines,
-    skipped); ``ends`` gets how far each shard was read (pass 3 copies no further:
-    a line written since was never checked)."""
+    skipped). A shard is read up to the size it had before the export: a line
+    written since is not part of this export (pass 3 copies no further either)."""
     lines = skipped = buffered = 0
     buffers, flush_bytes = index.buffers, index.flush_bytes
     loads, pack = orjson.loads, _RECORD.pack
-    for shard, path in enumerate(paths):
+    for shard, (path, size) in enumerate(zip(paths, sizes)):
         position = shard << _OFFSET_BITS
-        with open(path, "rb") as handle:
-            for line in handle:
-                lines += 1
-                length = len(line)
-                try:
-                    if line[-1] != 10:  # no newline: cut by a kill mid-write
-                        raise ValueError
-                    record = loads(line)
-                    rpid = record["rpid"]
-                    crawled_at = record.get("crawled_at") or 0
-                    entry = pack(
-                        h := ((rpid if type(rpid) is int else int(rpid)) * _MIX) & _MASK,
-                        crawled_at if type(crawled_at) is int else int(crawled_at),
-                        position,
-                        length,
-                    )
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, struct.error):
-                    skipped += 1  # not a JSON object with an integer rpid (and crawled_at)
-                    drops.add(position, length)
+        carry = b""
+        with open(path, "rb", buffering=0) as handle:
+            while size > 0:
+                chunk = handle.read(min(chunk_bytes, size))
+                if not chunk:
+                    break
+                size -= len(chunk)
+                pieces = (carry + chunk).split(b"\n")
+                carry = pieces.pop()  # the start of a line the next chunk ends
+                for line in pieces:
+                    lines += 1
+                    length = len(line) + 1
+                    try:
+                        record = loads(line)
+                        rpid = record["rpid"]
+                        crawled_at = record.get("crawled_at") or 0
+                        entry = pack(
+                            h := ((rpid if type(rpid) is int else int(rpid)) * _MIX) & _MASK,
+                            crawled_at if type(crawled_at) is int else int(crawled_at),
+                            position,
+                            length,
+                        )
+                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, struct.error):
+                        skipped += 1  # not a JSON object with an integer rpid (and crawled_at)
+                        drops.add(position, length)
+                        position += length
+                        continue
+                    buffers[h >> shift] += entry
                     position += length
-                    continue
-                buffers[h >> shift] += entry
-                position += length
-                buffered += 32
-                if buffered > flush_bytes:
-                    index.flush()
-                    buffered = 0
-        ends.append(position - (shard << _OFFSET_BITS))
+                    buffered += 32
+                    if buffered > flush_bytes:
+                        index.flush()
+                        buffered = 0
+        if carry:  # no newline: cut by a kill mid-write (or still being written)
+            lines += 1
+            skipped += 1
+            drops.add(position, len(carry))
     return lines, skipped
 
 
@@ -224,23 +239,23 @@ def _losers(records: bytes | bytearray) -> Iterator[tuple[int, int]]:
         yield positions[number], lengths[number]
 
 
-def _copy(paths: list[Path], ends: list[int], drops: _Drops, write: Callable[[bytes], None]) -> None:
-    """Pass 3: every shard's scanned bytes but its dropped lines, in order."""
+def _copy(paths: list[Path], ends: list[int], drops: _Drops, write: Callable[[bytes], None], chunk_bytes: int) -> None:
+    """Pass 3: every shard's bytes up to its size before the export, but its dropped lines."""
     for shard, (path, end) in enumerate(zip(paths, ends)):
         fd = os.open(path, os.O_RDONLY)
         try:
             cursor = 0
             for offset, length in drops.of_shard(shard):
-                _copy_range(fd, cursor, offset, write)
+                _copy_range(fd, cursor, offset, write, chunk_bytes)
                 cursor = offset + length
-            _copy_range(fd, cursor, end, write)
+            _copy_range(fd, cursor, end, write, chunk_bytes)
         finally:
             os.close(fd)
 
 
-def _copy_range(fd: int, start: int, end: int, write: Callable[[bytes], None]) -> None:
+def _copy_range(fd: int, start: int, end: int, write: Callable[[bytes], None], chunk_bytes: int) -> None:
     while start < end:
-        chunk = os.pread(fd, min(_COPY_CHUNK, end - start), start)
+        chunk = os.pread(fd, min(chunk_bytes, end - start), start)
         if not chunk:
             break  # the file shrank under us: nothing more to copy
         write(chunk)
@@ -303,15 +318,14 @@ def export(
         folder = Path(tempfile.mkdtemp(prefix=f".{destination.name}.parts-", dir=destination.parent))
         index = _Spill(folder, "index", 1 << bits, max(memory_bytes // 8, 1024))
         drops = _Drops(folder, sizes, memory_bytes)
-        ends: list[int] = []
-        lines, skipped = _scan(paths, index, 64 - bits, drops, ends)
+        lines, skipped = _scan(paths, sizes, index, 64 - bits, drops, _chunk_bytes(memory_bytes))
         for partition in range(1 << bits):
             for position, length in _losers(index.take(partition)):
                 drops.add(position, length)
                 duplicates += 1
         with _open_output(tmp, fmt) as out:
             write, finish = _writer(out, fmt)
-            _copy(paths, ends, drops, write)
+            _copy(paths, sizes, drops, write, _chunk_bytes(memory_bytes))
             finish()
         os.replace(tmp, destination)  # a reader never sees half an export
     except OSError as exc:

@@ -106,3 +106,10 @@ def test_export_refuses_an_unknown_format(tmp_path: Path) -> None:
     _write_shards(tmp_path / "out")
     with pytest.raises(UserError, match="--format must be one of jsonl, csv, excel"):
         export(tmp_path / "out", TARGET, tmp_path / "x", "xlsx")
+
+
+def test_export_of_a_target_without_shards_is_empty(tmp_path: Path) -> None:
+    (tmp_path / "out" / TARGET).mkdir(parents=True)
+    summary = export(tmp_path / "out", TARGET, tmp_path / "all.jsonl", memory_bytes=SMALL_BUDGET)
+    assert (summary.shards, summary.lines, summary.comments) == (0, 0, 0)
+    assert (tmp_path / "all.jsonl").read_bytes() == b""
