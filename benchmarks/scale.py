@@ -11,8 +11,9 @@ MULTI round trip each, announcing follow-ups as a worker would (page 1 fans
 out the video's main pages, each main page one sub-reply thread of two pages,
 and each main page re-announces the two pages after it, as the page window
 does). When the queue is empty it reads, at rest: INFO memory (used_memory
-before and after), MEMORY USAGE of every key of the target (so each
-structure's share per page shows, e.g. the ``seen`` set), INFO commandstats
+before and after), MEMORY USAGE of every key, summed by name with numbers
+as ``#`` (so each structure's share per page shows, e.g. the ``seen`` set or
+per-video keys), INFO commandstats
 (commands per page, by command) and the client's own count of round trips
 (one per pipeline or command sent), and the settle throughput.
 
@@ -34,6 +35,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -51,7 +53,7 @@ import redis.asyncio as aioredis  # noqa: E402
 from _procs import PrivateRedis  # noqa: E402
 from redis.asyncio.connection import AbstractConnection  # noqa: E402
 
-from scraper.keys import TargetKeys, target_index_key  # noqa: E402
+from scraper.keys import TargetKeys  # noqa: E402
 from scraper.queue import SettleBatch, TaskQueue  # noqa: E402
 from scraper.tasks import MAIN, REPLY, Task  # noqa: E402
 
@@ -115,6 +117,21 @@ async def _consume(queue: TaskQueue, deadline: float, done: list[int]) -> None:
 _SPLIT = ("dataset.bytes", "overhead.total", "clients.normal", "lua.caches", "keys.count")
 
 
+async def weigh_keys(client: aioredis.Redis) -> dict[str, int]:
+    """MEMORY USAGE of every key in Redis, summed by name with numbers as ``#``
+    (so per-video or per-thread keys show as one line, e.g. ``scraper:{T}:v:#``)."""
+    groups: dict[str, int] = {}
+    names = [key async for key in client.scan_iter(count=1000)]
+    for start in range(0, len(names), 1000):
+        pipe = client.pipeline(transaction=False)
+        for key in names[start : start + 1000]:
+            pipe.memory_usage(key, samples=0)
+        for key, size in zip(names[start : start + 1000], await pipe.execute()):
+            group = re.sub(r"\d+", "#", key.decode())
+            groups[group] = groups.get(group, 0) + int(size or 0)
+    return groups
+
+
 def _commandstats(info: dict[str, Any]) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in info.items()}
 
@@ -161,11 +178,7 @@ async def crawl(url: str, pages: int, timeout_s: float) -> RedisFigures:
     used_after = int((await client.info("memory"))["used_memory"])
     split_after = await client.memory_stats()
     split = {name: int(split_after[name]) - int(split_before[name]) for name in _SPLIT}
-    per_key = {}
-    for key in [*keys.all(), target_index_key(keys.prefix)]:
-        size = await client.memory_usage(key, samples=0)
-        if size:
-            per_key[key] = int(size)
+    per_key = await weigh_keys(client)
     await client.aclose()
     return RedisFigures(done[0], seconds, used_before, used_after, per_key, commands, round_trips, complete, split)
 
@@ -282,7 +295,7 @@ def report(redis_figures: RedisFigures, exports: list[ExportFigures], memory_mb:
         ),
         "",
         table(
-            ["key (MEMORY USAGE, at rest)", "bytes", "bytes per page"],
+            ["key (MEMORY USAGE at rest; # = any number)", "bytes", "bytes per page"],
             [[k, f"{v:,}", f"{v / pages:.2f}"] for k, v in sorted(r.per_key.items(), key=lambda kv: -kv[1])],
         ),
         "",
