@@ -82,14 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, target=True)
     p.add_argument("--output-dir", help="where the shards are (default from config)")
     p.add_argument("--output", required=True, help="destination file")
-    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument(
+        "--format",
+        choices=["jsonl", "csv", "excel"],
+        default="jsonl",
+        help="excel: CSV with a UTF-8 byte-order mark, so spreadsheet programs read it as UTF-8",
+    )
 
     p = sub.add_parser("run", help="coordinate, work and export in one command, with progress")
     _common(p, target=True)
     _work_flags(p)
     p.add_argument("--videos", help="video list file (default from the target's TOML)")
     p.add_argument("--output", help="export file (default: OUTPUT_DIR/<target>.jsonl)")
-    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument(
+        "--format",
+        choices=["jsonl", "csv", "excel"],
+        default="jsonl",
+        help="excel: CSV with a UTF-8 byte-order mark, so spreadsheet programs read it as UTF-8",
+    )
     p.add_argument(
         "--simulate",
         choices=["auto", "always", "never"],

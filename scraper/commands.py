@@ -211,7 +211,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from scraper.export import export  # noqa: PLC0415
 
     settings = _settings(args)
-    summary = export(Path(settings.worker.output_dir), settings.target.name, Path(args.output), args.format)
+    summary = export(
+        Path(settings.worker.output_dir),
+        settings.target.name,
+        Path(args.output),
+        args.format,
+        memory_bytes=settings.worker.export_memory_mb << 20,
+    )
     print(
         f"export {settings.target.name}: {summary.comments} comments -> {args.output} "
         f"({summary.shards} shards, {summary.lines} lines, {summary.duplicates} duplicates removed, "
@@ -272,7 +278,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             await client.aclose()
             if simulator is not None:
                 await simulator.close()
-        result = export(Path(settings.worker.output_dir), settings.target.name, output, args.format)
+        result = export(
+            Path(settings.worker.output_dir),
+            settings.target.name,
+            output,
+            args.format,
+            memory_bytes=settings.worker.export_memory_mb << 20,
+        )
         print(
             f"run {settings.target.name}: {result.comments} comments -> {output} "
             f"({result.duplicates} duplicates removed)"

@@ -57,7 +57,9 @@ class TargetKeys:
 
     @property
     def rate(self) -> str:
-        """Hash of per-second page/comment counts (field ``<kind>:<epoch s>``) for rates."""
+        """Ring of recent seconds for rates: hash of 64 slots ``<s % 64>`` -> ``"<s>:<pages>:<comments>"``.
+
+        Fixed size whatever the crawl's length; see ``scraper.rates``."""
         return self._key("rate")
 
     @property

@@ -25,6 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from scraper import rates
 from scraper.keys import CONSUMER_GROUP, TASK_FIELD, TargetKeys, target_index_key
 from scraper.queue_counts import QueueCounts as QueueCounts  # re-exported
 from scraper.queue_counts import read_counts as read_counts
@@ -157,11 +158,9 @@ class TaskQueue:
         for record in batch.final:
             pipe.xadd(keys.final, _record_fields(record))
         if batch.counters:
-            second = int(time.time())
             for name, value in batch.counters.items():
                 pipe.hincrby(keys.stats, name, value)
-                if name in ("pages_done", "comments"):
-                    pipe.hincrby(keys.rate, f"{name}:{second}", value)
+            rates.bump(pipe, keys, int(time.time()), batch.counters["pages_done"], batch.counters["comments"])
         if batch.acks:
             pipe.xack(keys.tasks, CONSUMER_GROUP, *batch.acks)
             pipe.xdel(keys.tasks, *batch.acks)

@@ -69,6 +69,7 @@ class WorkerSettings:
     restart_window_s: float = 60.0  # ... within this window stop the worker
     metrics_port: int = 0  # 0: no /metrics endpoint
     inflight_per_host: int = 0  # cluster-wide cap on requests in flight; 0: none
+    export_memory_mb: int = 32  # working memory of `export`, whatever the number of comments
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +244,8 @@ def _validate(settings: Settings) -> None:
         raise UserError(f"processes must be at least 1, got {worker.processes}")
     if worker.concurrency < 1:
         raise UserError(f"concurrency must be at least 1, got {worker.concurrency}")
+    if worker.export_memory_mb < 1:
+        raise UserError(f"export_memory_mb must be at least 1, got {worker.export_memory_mb}")
     if worker.max_attempts < 1:
         raise UserError(f"max_attempts must be at least 1, got {worker.max_attempts}")
     if settings.target.simulate not in ("auto", "always", "never"):

@@ -12,7 +12,7 @@ from fakeredis import FakeAsyncRedis
 
 from scraper import deadletters
 from scraper.keys import TASK_FIELD, TargetKeys
-from scraper.stats import rates
+from scraper.rates import parse_ring, window_rates
 from scraper.tasks import MAIN, Task
 from workers.heartbeat import Heartbeat, fresh_heartbeats
 
@@ -28,10 +28,10 @@ async def fake() -> AsyncIterator[FakeAsyncRedis]:
 
 def test_rates_use_whole_seconds_before_now() -> None:
     now = 1_000
-    buckets = {f"pages_done:{now - s}": 10 for s in range(1, 11)}  # 10 pages/s over the last 10 s
-    buckets[f"pages_done:{now}"] = 999  # the current second is still filling: ignored
-    buckets[f"comments:{now - 30}"] = 600
-    result = rates(buckets, now)
+    slots = [f"{now - s}:10:0".encode() for s in range(1, 11)]  # 10 pages/s over the last 10 s
+    slots.append(f"{now}:999:999".encode())  # the current second is still filling: ignored
+    slots += [f"{now - 30}:0:600".encode(), f"{now - 61}:5000:5000".encode(), None, b"junk"]
+    result = window_rates(parse_ring(slots), now)
     assert result["pages_per_s_10s"] == 10.0
     assert result["pages_per_s_60s"] == round(100 / 60, 2)
     assert result["comments_per_s_10s"] == 0.0

@@ -1,0 +1,54 @@
+"""Redis at rest after a real crawl: at most 16 bytes per page crawled.
+
+A user runs `scraper coordinate` and `scraper work --burst` against the
+simulator and a private redis-server; afterwards every key left in Redis is
+weighed with MEMORY USAGE. The target's fixed structures (the rate ring, the
+counters, meta, the consumer table, the limiter of the host) do not grow with
+the crawl and are bounded on their own; everything else is divided by the
+pages crawled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+from tests.helpers import cli_env, coordinate, run_cli, simulator, stats_json
+
+SEED, VIDEOS, COMMENTS = 21, 40, 120_000
+BYTES_PER_PAGE = 16
+FIXED_SUFFIXES = (":rate", ":stats", ":meta", ":consumers")  # per target, whatever the crawl's length
+FIXED_MAX_BYTES = 32 * 1024  # each
+
+
+def _weigh(redis_url: str) -> dict[str, int]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return {key.decode(): int(client.memory_usage(key, samples=0) or 0) for key in client.scan_iter(count=1000)}
+    finally:
+        client.close()
+
+
+def test_redis_keeps_at_most_16_bytes_per_page(tmp_path: Path, redis_url: str) -> None:
+    env = cli_env(tmp_path)
+    videos = tmp_path / "videos.txt"
+    common = ["--target", "video-list", "--redis-url", redis_url]
+    sim_args = ["--seed", str(SEED), "--videos", str(VIDEOS), "--comments", str(COMMENTS)]
+    sim_args += ["--write-videos", str(videos)]
+    with simulator(env, *sim_args) as base_url:
+        coordinate(env, common, videos, base_url)
+        work = run_cli(["work", *common, "--processes", "1", "--concurrency", "64", "--burst",
+                        "--output-dir", str(tmp_path / "out"), "--rate-limit", "0"], env, timeout=300)  # fmt: skip
+        assert work.returncode == 0, work.stderr
+    stats = stats_json(redis_url, env)
+    assert stats["done"] and stats["comments"] >= COMMENTS
+    pages = stats["pages_done"] + sum(stats["final"].values())
+    assert pages > 5_000  # enough pages that a per-page cost cannot hide in a fixed one
+
+    sizes = _weigh(redis_url)
+    fixed = {key: size for key, size in sizes.items() if key.endswith(FIXED_SUFFIXES) or ":ratelimit:" in key}
+    assert all(size <= FIXED_MAX_BYTES for size in fixed.values()), fixed
+    growing = {key: size for key, size in sizes.items() if key not in fixed}
+    per_page = sum(growing.values()) / pages
+    assert per_page <= BYTES_PER_PAGE, f"{per_page:.1f} B per page over {pages} pages: {growing}"
