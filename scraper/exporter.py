@@ -32,11 +32,11 @@ from scraper.keys import TargetKeys
 from scraper.queue import TaskQueue
 from scraper.redis_conn import async_client, describe
 from scraper.settings import Settings
-from scraper.stats import list_targets, read_stats
+from scraper.stats import list_targets, read_gauges
 
 log = logging.getLogger(__name__)
 
-# (name on /metrics, help, field of read_stats)
+# (name on /metrics, help, field of read_gauges)
 _GAUGES = (
     ("scraper_queue_lag", "Tasks not yet delivered to any worker (the backlog)", "queued"),
     ("scraper_queue_pending", "Tasks delivered and not yet settled (in flight)", "in_flight"),
@@ -74,7 +74,7 @@ class QueueCollector(Collector):
             labels=["target"],
         )
         for stats in self.snapshot:
-            consumers.add_metric([stats["target"]], float(len(stats["consumers"])))
+            consumers.add_metric([stats["target"]], float(stats["consumers"]))
             if stats.get("rate_limit"):
                 rate.add_metric([stats["target"]], float(stats["rate_limit"].get("effective_rate", 0.0)))
         yield consumers
@@ -85,7 +85,7 @@ async def _target_stats(client: Any, keys: TargetKeys) -> dict[str, Any]:
     """Queue stats plus the shared limiter of the host the coordinator set up."""
     base_url = await client.hget(keys.meta, "base_url")
     host = urlparse(base_url.decode()).netloc if base_url else None
-    return await read_stats(client, keys, limiter_host=host)
+    return await read_gauges(client, keys, limiter_host=host)
 
 
 class _Throttled:
