@@ -904,12 +904,23 @@ def test_monitoring_overlay_ships_the_dashboard_and_scrapes_both_ports(renders: 
         assert port_names <= {p["name"] for p in main_container(workload)["ports"]}
 
 
+def shipped_files(folder: Path) -> list[Path]:
+    """The files the repository ships in ``folder`` (what git tracks), not whatever a user added
+    there, as README invites for config/targets/ (outside a git checkout: every file)."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--", "."], cwd=folder, capture_output=True, timeout=30, check=False
+    )
+    if listing.returncode != 0:
+        return [p for p in folder.rglob("*") if p.is_file()]
+    return [folder / name for name in listing.stdout.decode().split("\0") if name]
+
+
 def test_repo_config_component_mounts_every_config_file(renders: dict[str, list[Obj]]) -> None:
     objects = renders["repo-config"]
     config_map = [c for c in find(objects, "ConfigMap") if c["metadata"]["name"].startswith("scraper-config-")]
     assert len(config_map) == 1
     data = config_map[0]["data"]
-    files = {p.relative_to(CONFIG).as_posix(): p.read_text() for p in CONFIG.rglob("*") if p.is_file()}
+    files = {p.relative_to(CONFIG).as_posix(): p.read_text() for p in shipped_files(CONFIG)}
     for role in SCRAPER_ROLES:
         workload = by_role(objects, role)
         container = main_container(workload)

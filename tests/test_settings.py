@@ -54,7 +54,7 @@ def test_unknown_target_lists_known(tmp_path: Path) -> None:
         ("[worker]\nprocesess = 2\n", "unknown setting 'procesess'"),
         ("[nope]\nx = 1\n", "unknown section [nope]"),
         ("[worker\n", "invalid TOML"),
-        ("[worker]\nprocesses = 0\n", "processes must be at least 1"),
+        ("[worker]\nprocesses = 0\n", "worker.processes, SCRAPER_WORKER_PROCESSES\\) must be at least 1"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path: Path, base: str, message: str) -> None:
