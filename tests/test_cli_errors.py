@@ -49,7 +49,11 @@ def test_malformed_video_list_enqueues_nothing(tmp_path: Path, redis_url: str) -
         ),
         (["coordinate", "--target", "video-list", "--redis-url", "redis://localhost:notaport"], 2, "bad port"),
         (["work", "--target", "video-list", "--base-url", "ftp://x", "--burst"], 2, "base URL 'ftp://x'"),
-        (["work", "--target", "video-list", "--processes", "0"], 2, "--processes (worker.processes, SCRAPER_WORKER_PROCESSES) must be at least 1, got 0"),
+        (
+            ["work", "--target", "video-list", "--processes", "0"],
+            2,
+            "--processes (worker.processes, SCRAPER_WORKER_PROCESSES) must be at least 1, got 0",
+        ),
         (
             ["export", "--target", "video-list", "--output-dir", "/nonexistent-out", "--output", "x.jsonl"],
             2,
