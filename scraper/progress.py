@@ -44,6 +44,10 @@ def format_eta(seconds: float | None) -> str:
     return f"{seconds}s"
 
 
+def format_rate(rate: float) -> str:
+    return f"{rate:.0f}" if rate >= 10 or rate == 0 else f"{rate:.1f}"
+
+
 def settled_pages(stats: dict[str, Any]) -> int:
     return int(stats["pages_known"] - stats["pages_remaining"])
 
@@ -55,7 +59,7 @@ def progress_line(stats: dict[str, Any], *, bar: bool, rate: float | None = None
     shown_rate = stats["pages_per_s_10s"] if rate is None else rate
     text = (
         f"{settled}/{stats['pages_known']} pages  {stats['comments']} comments  "
-        f"{shown_rate:.1f} pages/s{' average' if average else ''}  queued {stats['queued']}  "
+        f"{format_rate(shown_rate)} pages/s{' average' if average else ''}  queued {stats['queued']}  "
         f"in flight {stats['in_flight']}  retries {stats['retries']}  dead {stats['dead']}"
     )
     if not average:
