@@ -15,7 +15,12 @@ MASK = "***"
 # scheme://[user]:password@  -- the password runs to the last '@' before the
 # path, so a password containing '@' or ':' is masked whole.
 _USERINFO = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>[^/?#\s]*)@")
-_QUERY = re.compile(r"(?P<head>[?&;](?:password|passwd|pass|pwd|token|secret|auth)=)(?P<secret>[^&#\s'\"]*)", re.I)
+# A query value runs to the next parameter, a space, a quote, or the ": " that
+# follows a URL in a message.
+_QUERY = re.compile(
+    r"(?P<head>[?&;](?:password|passwd|pass|pwd|token|secret|auth)=)(?P<secret>[^&#\s'\"]*?)(?=[&#\s'\"]|:\s|:$|$)",
+    re.I,
+)
 
 _secrets: set[str] = set()
 

@@ -18,9 +18,11 @@ def register(sub: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scraper import redis_conn  # noqa: PLC0415
+    from scraper.logs import setup_logging  # noqa: PLC0415
     from scraper.settings import load_settings  # noqa: PLC0415
 
     settings = load_settings(None, config_dir=args.config_dir)
+    setup_logging(settings.log.level, settings.log.format)
     state_dir = settings.resolve(settings.redis.state_dir)
     if args.action == "stop":
         stopped = redis_conn.stop_embedded(state_dir)
