@@ -22,7 +22,14 @@ def process_gone(pid: int) -> bool:
         return True
     except PermissionError:
         return False  # alive, someone else's
-    return False
+    # A killed worker whose parent died too can stay a zombie for long (a
+    # container's PID 1 that does not reap): it exists, but it runs nothing.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in (b"Z", b"X")
 
 
 def is_alive(consumer: dict[str, Any], heartbeat_s: float) -> bool:

@@ -301,3 +301,57 @@ def test_waits_are_explained() -> None:
     assert waiting_reason(retries, heartbeat_s=2.0, claim_idle_s=90.0) == (
         "waiting for 4 pages to retry after their backoff"
     )
+
+
+def _slow_crawl(tmp_path: Path, redis_url: str, base_url: str, videos: Path) -> list[str]:
+    return [
+        *["run", "--target", "video-list", "--redis-url", redis_url, "--simulate", "never"],
+        *["--base-url", base_url, "--processes", "2", "--concurrency", "4", "--rate-limit", "0"],
+        *["--videos", str(videos), "--output-dir", str(tmp_path / "out"), "--claim-idle", "600"],
+    ]
+
+
+def test_repeated_ctrl_c_leaves_nothing_in_flight(tmp_path: Path, redis_url: str) -> None:
+    """Two Ctrl-C: the workers are killed, and `run` hands their pages back before it exits."""
+    env = cli_env(tmp_path)
+    videos = tmp_path / "sim-videos.txt"
+    sim = ["--seed", "4", "--videos", "6", "--comments", "3000", "--write-videos", str(videos)]
+    # Every answer takes 4 s: the first Ctrl-C starts a drain that the second one cuts short.
+    with simulator(env, *sim, "--slow-rate", "1", "--slow-ms", "4000") as base_url:
+        args = _slow_crawl(tmp_path, redis_url, base_url, videos)
+        proc = start_cli(args, env)
+        wait_for(lambda: stats_json(redis_url, env)["in_flight"] >= 2, timeout=60)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 130, stdout + stderr
+        assert "Traceback" not in stderr
+        stats = stats_json(redis_url, env)
+        assert stats["in_flight"] == 0 and stats["queued"] > 0
+    with simulator(env, *sim) as base_url:
+        # claim_idle_s is 600 s: the rerun finishes only because nothing was left pending.
+        again = run_cli([*args, "--base-url", base_url], env, timeout=240)
+    assert again.returncode == 0, again.stdout + again.stderr
+    rpids = exported_rpids(tmp_path / "out" / "video-list.jsonl")
+    assert len(rpids) == len(set(rpids))
+    assert set(rpids) == Corpus.generate(seed=4, videos=6, comments=3000).expected_rpids()
+
+
+def test_rerun_after_a_hard_kill_takes_the_dead_workers_pages_at_once(tmp_path: Path, redis_url: str) -> None:
+    env = cli_env(tmp_path)
+    videos = tmp_path / "sim-videos.txt"
+    sim = ["--seed", "5", "--videos", "6", "--comments", "3000", "--latency-ms", "300", "--write-videos", str(videos)]
+    with simulator(env, *sim) as base_url:
+        args = _slow_crawl(tmp_path, redis_url, base_url, videos)
+        proc = start_cli(args, env)
+        wait_for(lambda: stats_json(redis_url, env)["in_flight"] >= 2, timeout=60)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert stats_json(redis_url, env)["in_flight"] >= 2
+        # claim_idle_s is 600 s: without the hand-back this rerun would wait ten minutes.
+        again = run_cli(args, env, timeout=240)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "pages held by stopped workers of this machine are back in the queue" in again.stderr
+    rpids = set(exported_rpids(tmp_path / "out" / "video-list.jsonl"))
+    assert rpids == Corpus.generate(seed=5, videos=6, comments=3000).expected_rpids()

@@ -71,6 +71,9 @@ def _quiet_workers(settings: Settings, explicit_level: bool) -> Settings:
 
 async def _work(client: aioredis.Redis, settings: Settings, url: str) -> tuple[int, float, int]:
     """Run the workers under the progress view: (supervisor's code, elapsed s, pages settled)."""
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
     from scraper.commands.common import keys  # noqa: PLC0415
     from scraper.commands.work import child_spec  # noqa: PLC0415
     from scraper.progress import LiveProgress  # noqa: PLC0415
@@ -80,7 +83,12 @@ async def _work(client: aioredis.Redis, settings: Settings, url: str) -> tuple[i
     async with LiveProgress(
         client, keys(settings), heartbeat_s=worker.heartbeat_s, claim_idle_s=worker.claim_idle_s
     ) as tracker:
-        code = await supervise(child_spec(settings, url, burst=True), worker.processes)
+        try:
+            code = await supervise(child_spec(settings, url, burst=True), worker.processes)
+        finally:
+            # The supervisor's handler is gone: one more Ctrl-C (the impatient second one)
+            # must not kill the wrap-up that hands pages back and says what is left.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, lambda: None)
     return code, tracker.elapsed_s, tracker.pages
 
 
@@ -91,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     import uvloop  # noqa: PLC0415
 
     from scraper.commands import common  # noqa: PLC0415
+    from scraper.commands.handback import hand_back_dead_consumers  # noqa: PLC0415
     from scraper.commands.run_summary import RunOutcome, describe_left, per_video_summary  # noqa: PLC0415
     from scraper.commands.work import nothing_to_do  # noqa: PLC0415
     from scraper.coordinator import coordinate  # noqa: PLC0415
@@ -113,6 +122,13 @@ def run(args: argparse.Namespace) -> int:
         client = await common.client(settings, url)
         try:
             summary = await coordinate(client, settings, videos)
+            returned = await hand_back_dead_consumers(client, keys)
+            if returned:
+                print(
+                    f"run {settings.target.name}: {returned} pages held by stopped workers of this machine "
+                    "are back in the queue",
+                    file=sys.stderr,
+                )
             idle = await nothing_to_do(client, keys)
             if idle:
                 print(
@@ -128,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
                 )
                 code, elapsed, pages = await _work(client, _quiet_workers(settings, args.log_level is not None), url)
             if code != 0:
-                return code
+                # A second Ctrl-C killed the workers: hand their pages back now, not after claim_idle_s.
+                await hand_back_dead_consumers(client, keys)
             counts = await read_counts(client, keys)
             videos_outcome = await per_video_summary(client, settings)
         finally:
