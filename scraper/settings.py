@@ -4,6 +4,10 @@ Precedence, lowest first: the dataclass defaults < ``config/scraper.toml`` <
 ``config/targets/<name>.toml`` < environment (``SCRAPER_<SECTION>_<FIELD>``,
 e.g. ``SCRAPER_REDIS_URL``, ``SCRAPER_WORKER_PROCESSES``) < command-line flags.
 Nothing below the CLI reads the environment.
+
+Every number is checked here, once (:data:`NUMBER_RULES`); every path comes
+out absolute, a relative one taken from the project root, the folder that
+holds the config dir (:data:`PATH_SETTINGS`).
 """
 
 from __future__ import annotations
@@ -238,6 +242,25 @@ def load_settings(
         cleaned = {section: {k: v for k, v in values.items() if v is not None} for section, values in overrides.items()}
         settings = _merge_layer(settings, cleaned, "command line")
     _validate(settings, force=force)
+    return _absolute_paths(settings)
+
+
+# The settings that are paths. One rule for all of them: relative to the project
+# root (the config dir's parent), whatever the current directory; the CLI makes
+# the paths given as flags absolute (relative to the current directory) first.
+PATH_SETTINGS = (("redis", "state_dir"), ("worker", "output_dir"), ("worker", "heartbeat_dir"), ("target", "videos"))
+
+
+def _absolute_paths(settings: Settings) -> Settings:
+    for section, name in PATH_SETTINGS:
+        current = getattr(settings, section)
+        value = getattr(current, name)
+        if value:
+            absolute = str(settings.resolve(os.path.expanduser(value)))
+            settings = replace(settings, **{section: replace(current, **{name: absolute})})
+    if settings.http.cookie_file:
+        cookie_file = str(settings.resolve(os.path.expanduser(settings.http.cookie_file)))
+        settings = replace(settings, http=replace(settings.http, cookie_file=cookie_file))
     return settings
 
 
