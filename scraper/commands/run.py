@@ -59,14 +59,11 @@ async def _maybe_simulator(
 
 def _quiet_workers(settings: Settings, explicit_level: bool) -> Settings:
     """Worker start/stop lines are details here: the view and the summary say it."""
-    import logging  # noqa: PLC0415
     from dataclasses import replace  # noqa: PLC0415
 
     if explicit_level or settings.log.level in ("WARNING", "ERROR"):
         return settings
-    logging.getLogger("workers.child").setLevel(logging.WARNING)
-    logging.getLogger("workers.consumer").setLevel(logging.WARNING)
-    return replace(settings, log=replace(settings.log, level="WARNING"))
+    return replace(settings, log=replace(settings.log, level="WARNING"))  # the children's level
 
 
 async def _work(client: aioredis.Redis, settings: Settings, url: str) -> tuple[int, float, int]:
@@ -119,7 +116,12 @@ def run(args: argparse.Namespace) -> int:
         settings, simulator = await _maybe_simulator(
             settings, [v.aid for v in videos.videos], rate_given=args.rate_limit is not None
         )
-        client = await common.client(settings, url)
+        try:
+            client = await common.client(settings, url)
+        except BaseException:
+            if simulator is not None:
+                await simulator.close()
+            raise
         try:
             summary = await coordinate(client, settings, videos)
             returned = await hand_back_dead_consumers(client, keys)
