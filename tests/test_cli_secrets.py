@@ -71,3 +71,20 @@ def test_redact_masks_urls_queries_and_registered_secrets() -> None:
     assert redact("redis://user@host:1/0") == "redis://user@host:1/0"  # nothing secret, nothing masked
     add_secret("SESSDATA=0123456789abcdef; buvid3=xyz")
     assert redact("sent Cookie: SESSDATA=0123456789abcdef") == "sent Cookie: SESSDATA=***"
+
+
+def test_a_successful_run_at_debug_level_never_prints_the_cookie(tmp_path: Path, redis_url: str) -> None:
+    videos = tmp_path / "videos.txt"
+    videos.write_text("av2\n")
+    result = run_cli(
+        [
+            *["run", "--target", "video-list", "--redis-url", redis_url, "--simulate", "always"],
+            *["--videos", str(videos), "--output-dir", str(tmp_path / "out"), "--log-level", "DEBUG"],
+            *["--processes", "1", "--concurrency", "4"],
+        ],
+        cli_env(tmp_path, SCRAPER_COOKIE=COOKIE),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "started (uvloop" in result.stderr  # the workers logged at the chatty level too
+    assert COOKIE_VALUE not in result.stdout + result.stderr
