@@ -34,21 +34,30 @@ async def _all_targets(client: aioredis.Redis, settings: Settings) -> list[dict[
 
 
 async def _watch_targets(client: aioredis.Redis, settings: Settings, frames: int) -> None:
+    """Every target's row, redrawn in place on a terminal (rich), one frame after another elsewhere."""
     import asyncio  # noqa: PLC0415
+    import contextlib  # noqa: PLC0415
     import sys  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+    from rich.live import Live  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
 
     from scraper.dashboard import render_targets  # noqa: PLC0415
 
-    shown = 0
-    while True:
-        frame = render_targets(await _all_targets(client, settings))
-        if sys.stdout.isatty():
-            sys.stdout.write("\x1b[H\x1b[2J")
-        print(frame, flush=True)
-        shown += 1
-        if frames and shown >= frames:
-            return
-        await asyncio.sleep(1.0)
+    live = Live(console=Console(highlight=False), auto_refresh=False) if sys.stdout.isatty() else None
+    with live if live is not None else contextlib.nullcontext():
+        shown = 0
+        while True:
+            frame = render_targets(await _all_targets(client, settings))
+            if live is not None:
+                live.update(Text(frame), refresh=True)
+            else:
+                print(frame, flush=True)
+            shown += 1
+            if frames and shown >= frames:
+                return
+            await asyncio.sleep(1.0)
 
 
 async def _limiter_host(client: aioredis.Redis, settings: Settings, keys: TargetKeys) -> str | None:
