@@ -284,7 +284,9 @@ async def wait_for_redis(client: aioredis.Redis, url: str, timeout_s: float, *, 
     while True:
         try:
             # A server that accepts but never answers (hung, or not Redis) must not hang us.
-            await asyncio.wait_for(client.ping(), timeout=max(deadline - time.monotonic(), 0.05))
+            # Attempts of at most a second, so that a long wait is explained on screen.
+            attempt_s = min(max(deadline - time.monotonic(), 0.05), _SAY_AFTER_S)
+            await asyncio.wait_for(client.ping(), timeout=attempt_s)
             return
         except redis.AuthenticationError:
             raise RuntimeFailure(f"Redis at {describe(url)} refused the password") from None

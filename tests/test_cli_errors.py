@@ -96,6 +96,20 @@ def test_redis_that_does_not_answer_is_a_clear_error_after_a_bounded_wait(tmp_pa
     assert f"cannot reach Redis at {url} after 1s" in _one_line_error(result.stderr)
 
 
+def test_a_long_wait_for_redis_is_explained_on_screen(tmp_path: Path) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        env = cli_env(tmp_path, SCRAPER_REDIS_CONNECT_TIMEOUT_S="3")
+        result = run_cli(["stats", "--redis-url", url], env, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 2 and f"WARNING waiting for Redis at {url} (no answer), up to 3s" in lines[0], lines
+    assert lines[1].startswith(f"scraper: error: cannot reach Redis at {url} after 3s")
+
+
 def test_password_is_not_printed(tmp_path: Path) -> None:
     url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     result = run_cli(
