@@ -34,7 +34,9 @@ def render_stats(stats: dict[str, Any], history: list[float] | None = None) -> s
         f"  speed     {stats['pages_per_s_10s']:.1f} pages/s (10s)  {stats['pages_per_s_60s']:.1f} pages/s (1m)  "
         f"{stats['comments_per_s_10s']:.0f} comments/s (10s)",
         f"  failures  retries {stats['retries']} {_pairs(stats['retries_by_reason'])}  bans {stats['bans']}  "
-        f"final {_pairs(stats['final'])}  reclaimed {stats['reclaimed']}",
+        # final pages (closed, deleted, depth cap) only when there are some: an empty field reads as a bug
+        + (f"final {_pairs(stats['final'])}  " if stats["final"] else "")
+        + f"reclaimed {stats['reclaimed']}",
     ]
     limiter = stats.get("rate_limit")
     if limiter and limiter.get("configured_rate"):  # the workers really use a shared limit

@@ -1,4 +1,4 @@
-"""Logging: one line per event that matters, as text or JSON."""
+"""Logging: one line per event that matters, as text or JSON, secrets masked."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 import orjson
 
 from scraper.errors import UserError
+from scraper.redact import redact
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -23,7 +24,12 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry).decode()
+        return redact(orjson.dumps(entry).decode())
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -34,7 +40,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+        formatter = TextFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
         formatter.converter = time.localtime
         handler.setFormatter(formatter)
     root = logging.getLogger()

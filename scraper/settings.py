@@ -4,11 +4,16 @@ Precedence, lowest first: the dataclass defaults < ``config/scraper.toml`` <
 ``config/targets/<name>.toml`` < environment (``SCRAPER_<SECTION>_<FIELD>``,
 e.g. ``SCRAPER_REDIS_URL``, ``SCRAPER_WORKER_PROCESSES``) < command-line flags.
 Nothing below the CLI reads the environment.
+
+Every number is checked here, once (:data:`NUMBER_RULES`); every path comes
+out absolute, a relative one taken from the project root, the folder that
+holds the config dir (:data:`PATH_SETTINGS`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -204,8 +209,11 @@ def load_settings(
     config_dir: str | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    force: bool = False,
 ) -> Settings:
-    """Build the settings tree. ``overrides`` are the command-line flags (None = not given)."""
+    """Build the settings tree. ``overrides`` are the command-line flags (None = not given).
+
+    ``force`` lifts the sanity cap on processes (``--force``)."""
     environ = os.environ if environ is None else environ
     chosen_dir = config_dir or environ.get("SCRAPER_CONFIG_DIR")
     directory = Path(chosen_dir).resolve() if chosen_dir else default_config_dir()
@@ -234,28 +242,146 @@ def load_settings(
     if overrides:
         cleaned = {section: {k: v for k, v in values.items() if v is not None} for section, values in overrides.items()}
         settings = _merge_layer(settings, cleaned, "command line")
-    _validate(settings)
+    _validate(settings, force=force)
+    return _absolute_paths(settings)
+
+
+# The settings that are paths. One rule for all of them: relative to the project
+# root (the config dir's parent), whatever the current directory; the CLI makes
+# the paths given as flags absolute (relative to the current directory) first.
+PATH_SETTINGS = (("redis", "state_dir"), ("worker", "output_dir"), ("worker", "heartbeat_dir"), ("target", "videos"))
+
+
+def _absolute_paths(settings: Settings) -> Settings:
+    for section, name in PATH_SETTINGS:
+        current = getattr(settings, section)
+        value = getattr(current, name)
+        if value:
+            absolute = str(settings.resolve(os.path.expanduser(value)))
+            settings = replace(settings, **{section: replace(current, **{name: absolute})})
+    if settings.http.cookie_file:
+        cookie_file = str(settings.resolve(os.path.expanduser(settings.http.cookie_file)))
+        settings = replace(settings, http=replace(settings.http, cookie_file=cookie_file))
     return settings
 
 
-def _validate(settings: Settings) -> None:
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """What a number may be: ``low``/``high`` inclusive unless ``open_low`` (then > low)."""
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    zero_ok: bool = False  # 0 means "off" (e.g. a metrics port of 0)
+
+    def check(self, value: float) -> str | None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value}"
+        if self.zero_ok and value == 0:
+            return None
+        too_low = value <= self.low if self.open_low else value < self.low
+        if too_low or value > self.high:
+            return f"must be {self.describe()}, got {_num(value)}"
+        return None
+
+    def describe(self) -> str:
+        zero = "0 (off) or " if self.zero_ok else ""
+        if self.high == math.inf:
+            return f"{zero}{'greater than' if self.open_low else 'at least'} {_num(self.low)}"
+        return f"{zero}{_num(self.low)}-{_num(self.high)}"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+POSITIVE = Bound(0, open_low=True)  # timeouts, intervals: 0 would spin or never wait
+NON_NEGATIVE = Bound(0)  # rates, delays: 0 means none
+COUNT = Bound(1)  # counts: 0 would hang (an XREADGROUP COUNT 0 claims nothing, forever)
+PORT = Bound(1, 65535, zero_ok=True)
+SHARE = Bound(0, 1)
+
+# Every numeric setting and what it may be; checked once, where settings are built.
+NUMBER_RULES: dict[tuple[str, str], Bound] = {
+    ("redis", "connect_timeout_s"): POSITIVE,
+    ("http", "timeout_s"): POSITIVE,
+    ("http", "connect_timeout_s"): POSITIVE,
+    ("worker", "processes"): COUNT,
+    ("worker", "concurrency"): Bound(1, 10_000),
+    ("worker", "batch_size"): Bound(1, 10_000),
+    ("worker", "block_ms"): COUNT,  # BLOCK 0 waits forever: a burst worker would never notice the end
+    ("worker", "settle_interval_ms"): COUNT,
+    ("worker", "max_attempts"): COUNT,
+    ("worker", "export_memory_mb"): COUNT,
+    ("worker", "backoff_base_s"): NON_NEGATIVE,
+    ("worker", "backoff_max_s"): NON_NEGATIVE,
+    ("worker", "claim_idle_s"): POSITIVE,
+    ("worker", "drain_timeout_s"): POSITIVE,
+    ("worker", "heartbeat_s"): POSITIVE,
+    ("worker", "restart_limit"): COUNT,
+    ("worker", "restart_window_s"): POSITIVE,
+    ("worker", "metrics_port"): PORT,
+    ("worker", "inflight_per_host"): NON_NEGATIVE,
+    ("target", "page_size"): Bound(1, 20),  # the API caps it at 20
+    ("target", "page_window"): COUNT,
+    ("target", "rate_limit"): NON_NEGATIVE,
+    ("target", "rate_burst"): COUNT,
+    ("target", "min_rate"): POSITIVE,
+    ("target", "ban_cooldown_s"): NON_NEGATIVE,
+}
+# The command-line flag of a setting, where it has one (named in the error).
+FLAGS: dict[tuple[str, str], str] = {
+    ("worker", "processes"): "--processes",
+    ("worker", "concurrency"): "--concurrency",
+    ("worker", "batch_size"): "--batch-size",
+    ("worker", "max_attempts"): "--max-attempts",
+    ("worker", "backoff_base_s"): "--backoff-base",
+    ("worker", "claim_idle_s"): "--claim-idle",
+    ("worker", "drain_timeout_s"): "--drain-timeout",
+    ("worker", "metrics_port"): "--metrics-port",
+    ("worker", "inflight_per_host"): "--inflight-per-host",
+    ("http", "timeout_s"): "--timeout",
+    ("target", "rate_limit"): "--rate-limit",
+    ("target", "rate_burst"): "--rate-burst",
+}
+PROCESSES_PER_CORE = 4  # more processes than this per core only fight over the CPU
+
+
+def setting_label(section: str, name: str) -> str:
+    flag = FLAGS.get((section, name))
+    env = f"SCRAPER_{section.upper()}_{name.upper()}"
+    return f"{flag} ({section}.{name}, {env})" if flag else f"{section}.{name} ({env})"
+
+
+def check_number(label: str, value: float, bound: Bound) -> None:
+    """One line naming the setting (flag, config key, environment variable) and the rule."""
+    problem = bound.check(value)
+    if problem:
+        raise UserError(f"{label} {problem}")
+
+
+def max_processes() -> int:
+    return PROCESSES_PER_CORE * (os.cpu_count() or 1)
+
+
+def _validate(settings: Settings, *, force: bool = False) -> None:
+    for (section, name), bound in NUMBER_RULES.items():
+        check_number(setting_label(section, name), getattr(getattr(settings, section), name), bound)
     worker = settings.worker
-    if worker.processes < 1:
-        raise UserError(f"processes must be at least 1, got {worker.processes}")
-    if worker.concurrency < 1:
-        raise UserError(f"concurrency must be at least 1, got {worker.concurrency}")
-    if worker.export_memory_mb < 1:
-        raise UserError(f"export_memory_mb must be at least 1, got {worker.export_memory_mb}")
-    if worker.max_attempts < 1:
-        raise UserError(f"max_attempts must be at least 1, got {worker.max_attempts}")
+    if worker.backoff_max_s < worker.backoff_base_s:
+        raise UserError(
+            f"worker.backoff_max_s ({worker.backoff_max_s}) must be at least worker.backoff_base_s "
+            f"({worker.backoff_base_s})"
+        )
+    if worker.processes > max_processes() and not force:
+        raise UserError(
+            f"--processes {worker.processes} is more than {PROCESSES_PER_CORE} x {os.cpu_count()} CPU cores "
+            f"({max_processes()}); pass --force if you mean it"
+        )
     if settings.target.simulate not in ("auto", "always", "never"):
         raise UserError(f"simulate must be auto, always or never, got {settings.target.simulate!r}")
     if settings.log.format not in ("text", "json"):
         raise UserError(f"log format must be text or json, got {settings.log.format!r}")
-    if settings.target.page_window < 1:
-        raise UserError(f"page_window must be at least 1, got {settings.target.page_window}")
-    if settings.target.page_size < 1 or settings.target.page_size > 20:
-        raise UserError(f"page_size must be 1..20 (the API caps it at 20), got {settings.target.page_size}")
 
 
 def as_dict(settings: Settings) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,11 @@ def test_malformed_video_list_enqueues_nothing(tmp_path: Path, redis_url: str) -
         ),
         (["coordinate", "--target", "video-list", "--redis-url", "redis://localhost:notaport"], 2, "bad port"),
         (["work", "--target", "video-list", "--base-url", "ftp://x", "--burst"], 2, "base URL 'ftp://x'"),
-        (["work", "--target", "video-list", "--processes", "0"], 2, "processes must be at least 1"),
+        (
+            ["work", "--target", "video-list", "--processes", "0"],
+            2,
+            "--processes (worker.processes, SCRAPER_WORKER_PROCESSES) must be at least 1, got 0",
+        ),
         (
             ["export", "--target", "video-list", "--output-dir", "/nonexistent-out", "--output", "x.jsonl"],
             2,
@@ -66,15 +71,43 @@ def test_bad_input(tmp_path: Path, redis_url: str, args: list[str], code: int, f
 
 def test_unknown_target_lists_known_targets(tmp_path: Path) -> None:
     result = run_cli(["stats", "--target", "nope"], cli_env(tmp_path))
-    assert "known targets: video-list" in _one_line_error(result.stderr)
+    known = _one_line_error(result.stderr).partition("known targets: ")[2].rstrip(")").split(", ")
+    assert "video-list" in known  # what the repository ships; a user's own target files may be listed too
 
 
-def test_redis_unreachable_is_a_clear_error_after_a_bounded_wait(tmp_path: Path) -> None:
+def test_redis_on_a_closed_port_is_reported_at_once(tmp_path: Path) -> None:
+    """Nothing listens: a CLI command says so instead of waiting out connect_timeout_s."""
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    env = cli_env(tmp_path, SCRAPER_REDIS_CONNECT_TIMEOUT_S="1")
-    result = run_cli(["coordinate", "--target", "video-list", "--redis-url", dead], env, timeout=30)
+    result = run_cli(["coordinate", "--target", "video-list", "--redis-url", dead], cli_env(tmp_path), timeout=30)
     assert result.returncode == 1
-    assert f"cannot reach Redis at {dead} after 1s" in _one_line_error(result.stderr)
+    line = _one_line_error(result.stderr)
+    assert f"cannot reach Redis at {dead}: nothing listens there" in line
+
+
+def test_redis_that_does_not_answer_is_a_clear_error_after_a_bounded_wait(tmp_path: Path) -> None:
+    """A port that accepts but never answers (a hung server): bounded by connect_timeout_s."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        env = cli_env(tmp_path, SCRAPER_REDIS_CONNECT_TIMEOUT_S="1")
+        result = run_cli(["coordinate", "--target", "video-list", "--redis-url", url], env, timeout=60)
+    assert result.returncode == 1
+    assert f"cannot reach Redis at {url} after 1s" in _one_line_error(result.stderr)
+
+
+def test_a_long_wait_for_redis_is_explained_on_screen(tmp_path: Path) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        env = cli_env(tmp_path, SCRAPER_REDIS_CONNECT_TIMEOUT_S="3")
+        result = run_cli(["stats", "--redis-url", url], env, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 2 and f"WARNING waiting for Redis at {url} (no answer), up to 3s" in lines[0], lines
+    assert lines[1].startswith(f"scraper: error: cannot reach Redis at {url} after 3s")
 
 
 def test_password_is_not_printed(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def test_dead_letters_then_requeue_completes(tmp_path: Path, redis_url: str) -> 
         letters = orjson.loads(listed.stdout)
         assert len(letters) == stats["dead"]
         assert {letter["reason"] for letter in letters} <= {"http_5xx", "overloaded"}
-        assert all(letter["attempts"] == "1" and letter["error"] for letter in letters)
+        assert all(letter["attempts"] == 1 and letter["error"] for letter in letters)  # numbers as numbers
         text = run_cli(["dead", *common, "list"], env).stdout
         assert f"{stats['dead']} dead letters" in text
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -155,7 +156,7 @@ def test_repo_config_component_mounts_every_config_file(
     config_map = [c for c in find(objects, "ConfigMap") if c["metadata"]["name"].startswith("scraper-config-")]
     assert len(config_map) == 1
     data = config_map[0]["data"]
-    files = {p.relative_to(CONFIG).as_posix(): p.read_text() for p in CONFIG.rglob("*") if p.is_file()}
+    files = {p.relative_to(CONFIG).as_posix(): p.read_text() for p in shipped_files(CONFIG)}
     for role in roles:
         workload = by_role(objects, role)
         container = main_container(workload)
@@ -165,3 +166,14 @@ def test_repo_config_component_mounts_every_config_file(
         mounted = {item["path"]: data[item["key"]] for item in volume["configMap"]["items"]}
         assert mounted == files, f"{role}: /app/config differs from config/ (a new file needs a line in the component)"
         assert environment(container, objects)["SCRAPER_CONFIG_DIR"] == mount["mountPath"]
+
+
+def shipped_files(folder: Path) -> list[Path]:
+    """The files the repository ships in ``folder`` (what git tracks), not whatever a user added
+    there, as README invites for config/targets/ (outside a git checkout: every file)."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--", "."], cwd=folder, capture_output=True, timeout=30, check=False
+    )
+    if listing.returncode != 0:
+        return [p for p in folder.rglob("*") if p.is_file()]
+    return [folder / name for name in listing.stdout.decode().split("\0") if name]

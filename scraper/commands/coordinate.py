@@ -1,0 +1,51 @@
+"""`scraper coordinate`: enqueue the first comment page of every video in the list."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from scraper.commands.common import Subparsers, common_flags
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser("coordinate", help="enqueue the first comment page of every video in the list")
+    common_flags(p, target=True)
+    p.add_argument("--videos", help="video list file (default from the target's TOML)")
+    p.add_argument("--base-url", help="base URL the workers should crawl (stored for them)")
+    p.add_argument("--wait", action="store_true", help="then show progress until the crawl is done")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from scraper import redis_conn  # noqa: PLC0415
+    from scraper.commands import common  # noqa: PLC0415
+    from scraper.coordinator import coordinate  # noqa: PLC0415
+    from scraper.progress import show_progress  # noqa: PLC0415
+    from scraper.stats import read_stats  # noqa: PLC0415
+
+    settings = common.settings_for(args)
+    videos = common.load_videos(settings)  # all input errors before Redis is touched
+    url = common.redis_url(settings)
+    keys = common.keys(settings)
+
+    async def go(client: Any) -> int:
+        summary = await coordinate(client, settings, videos)
+        print(
+            f"coordinate {settings.target.name}: {summary.lines} videos read, "
+            f"{summary.duplicates} duplicates dropped, "
+            f"{summary.enqueued} tasks enqueued ({summary.videos - summary.enqueued} already known) "
+            f"into {redis_conn.describe(url)}"
+        )
+        if args.wait:
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(show_progress(client, keys, stop))
+            while not (await read_stats(client, keys))["done"]:
+                await asyncio.sleep(1.0)
+            stop.set()
+            await watcher
+        return 0
+
+    return common.with_redis(settings, url, go)

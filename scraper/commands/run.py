@@ -1,0 +1,185 @@
+"""`scraper run`: coordinate, work (burst) and export in one command, with progress.
+
+The interactive command: its progress view and closing summary replace the
+workers' start/stop lines (they log at WARNING here unless ``--log-level``
+is given). Exit codes: see :mod:`scraper.commands.run_summary`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from scraper.commands.common import Subparsers, common_flags, work_flags
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from scraper.settings import Settings
+    from scraper.simulator.app import RunningSimulator
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser("run", help="coordinate, work and export in one command, with progress")
+    common_flags(p, target=True)
+    work_flags(p)
+    p.add_argument("--videos", help="video list file (default from the target's TOML)")
+    p.add_argument("--output", help="export file (default: OUTPUT_DIR/<target>.jsonl)")
+    p.add_argument(
+        "--format",
+        choices=["jsonl", "csv", "excel"],
+        default="jsonl",
+        help="jsonl (default), csv, or excel: CSV with a UTF-8 byte-order mark that spreadsheet programs read as UTF-8",
+    )
+    p.add_argument(
+        "--simulate",
+        choices=["auto", "always", "never"],
+        help="crawl the bundled simulator (auto: when the site is unreachable)",
+    )
+    p.set_defaults(handler=run)
+
+
+async def _maybe_simulator(
+    settings: Settings, aids: list[int], rate_given: bool
+) -> tuple[Settings, RunningSimulator | None]:
+    import sys  # noqa: PLC0415
+    from dataclasses import replace  # noqa: PLC0415
+
+    from scraper.reachability import reachable  # noqa: PLC0415
+
+    mode = settings.target.simulate
+    if mode == "never" or (mode == "auto" and await reachable(settings.target.base_url)):
+        return settings, None
+    from scraper.simulator.app import SimulatorOptions, start_simulator  # noqa: PLC0415
+    from scraper.simulator.corpus import Corpus  # noqa: PLC0415
+
+    simulator = await start_simulator(SimulatorOptions(), corpus=Corpus.for_aids(aids, seed=1))
+    why = "as asked" if mode == "always" else f"{settings.target.base_url} is unreachable"
+    print(f"run: {why}: crawling the bundled simulator at {simulator.url}", file=sys.stderr)
+    # The politeness limit is for the real site; the local simulator is ours
+    # to hammer unless the user set a limit on the command line.
+    rate = settings.target.rate_limit if rate_given else 0.0
+    return replace(settings, target=replace(settings.target, base_url=simulator.url, rate_limit=rate)), simulator
+
+
+def _quiet_workers(settings: Settings, explicit_level: bool) -> Settings:
+    """Worker start/stop lines are details here: the view and the summary say it."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    if explicit_level or settings.log.level in ("WARNING", "ERROR"):
+        return settings
+    return replace(settings, log=replace(settings.log, level="WARNING"))  # the children's level
+
+
+async def _work(client: aioredis.Redis, settings: Settings, url: str) -> tuple[int, float, int]:
+    """Run the workers under the progress view: (supervisor's code, elapsed s, pages settled)."""
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from scraper.commands.common import keys  # noqa: PLC0415
+    from scraper.commands.work import child_spec  # noqa: PLC0415
+    from scraper.progress import LiveProgress  # noqa: PLC0415
+    from workers.supervisor import supervise  # noqa: PLC0415
+
+    worker = settings.worker
+    async with LiveProgress(
+        client, keys(settings), heartbeat_s=worker.heartbeat_s, claim_idle_s=worker.claim_idle_s
+    ) as tracker:
+        try:
+            code = await supervise(child_spec(settings, url, burst=True), worker.processes)
+        finally:
+            # The supervisor's handler is gone: one more Ctrl-C (the impatient second one)
+            # must not kill the wrap-up that hands pages back and says what is left.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, lambda: None)
+    return code, tracker.elapsed_s, tracker.pages
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import uvloop  # noqa: PLC0415
+
+    from scraper.commands import common  # noqa: PLC0415
+    from scraper.commands.handback import hand_back_dead_consumers  # noqa: PLC0415
+    from scraper.commands.run_summary import RunOutcome, describe_left, per_video_summary  # noqa: PLC0415
+    from scraper.commands.work import nothing_to_do  # noqa: PLC0415
+    from scraper.coordinator import coordinate  # noqa: PLC0415
+    from scraper.export import export  # noqa: PLC0415
+    from scraper.queue import read_counts  # noqa: PLC0415
+
+    settings = common.output_dir(common.settings_for(args))
+    common.check_base_url(settings.target.base_url)
+    videos = common.load_videos(settings)
+    url = common.redis_url(settings)
+    default_output = Path(settings.worker.output_dir) / f"{settings.target.name}.jsonl"
+    output = Path(args.output).absolute() if args.output else default_output
+    keys = common.keys(settings)
+
+    async def go() -> int:
+        nonlocal settings
+        settings, simulator = await _maybe_simulator(
+            settings, [v.aid for v in videos.videos], rate_given=args.rate_limit is not None
+        )
+        try:
+            client = await common.client(settings, url)
+        except BaseException:
+            if simulator is not None:
+                await simulator.close()
+            raise
+        try:
+            summary = await coordinate(client, settings, videos)
+            returned = await hand_back_dead_consumers(client, keys)
+            if returned:
+                print(
+                    f"run {settings.target.name}: {returned} pages held by stopped workers of this machine "
+                    "are back in the queue",
+                    file=sys.stderr,
+                )
+            idle = await nothing_to_do(client, keys)
+            if idle:
+                print(
+                    f"run {settings.target.name}: nothing to do: every page of these {summary.videos} videos is "
+                    f"already crawled (`scraper reset --target {settings.target.name}` starts over)",
+                    file=sys.stderr,
+                )
+                code, elapsed, pages = 0, 0.0, 0
+            else:
+                print(
+                    f"run {settings.target.name}: {summary.videos} videos, {summary.enqueued} new tasks enqueued",
+                    file=sys.stderr,
+                )
+                code, elapsed, pages = await _work(client, _quiet_workers(settings, args.log_level is not None), url)
+            if code != 0:
+                # A second Ctrl-C killed the workers: hand their pages back now, not after claim_idle_s.
+                await hand_back_dead_consumers(client, keys)
+            counts = await read_counts(client, keys)
+            videos_outcome = await per_video_summary(client, settings)
+        finally:
+            await client.aclose()
+            if simulator is not None:
+                await simulator.close()
+        result = export(
+            Path(settings.worker.output_dir),
+            settings.target.name,
+            output,
+            args.format,
+            memory_bytes=settings.worker.export_memory_mb << 20,
+        )
+        outcome = RunOutcome(
+            target=settings.target.name,
+            videos=summary.videos,
+            output=str(output),
+            export=result,
+            pages=pages,
+            elapsed_s=elapsed,
+            left=describe_left(counts),
+            dead=counts.dead,
+            videos_outcome=videos_outcome,
+            idle=idle,
+        )
+        for line in outcome.lines():
+            print(line)
+        return outcome.exit_code
+
+    return uvloop.run(go())
