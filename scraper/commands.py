@@ -184,6 +184,9 @@ async def _coordinated_base_url(settings: Settings, url: str, explicit: bool) ->
 
 
 def cmd_work(args: argparse.Namespace) -> int:
+    from workers.startup import warm  # noqa: PLC0415
+
+    warm()  # the workers' forkserver imports the hot path while we read settings (issue 15)
     from workers.supervisor import supervise  # noqa: PLC0415
 
     settings = _absolute_output(_settings(args))
@@ -224,6 +227,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from workers.startup import warm  # noqa: PLC0415
+
+    warm()  # the workers' forkserver imports the hot path during coordinate (issue 15)
     from scraper.coordinator import coordinate, load_videos  # noqa: PLC0415
     from scraper.export import export  # noqa: PLC0415
     from scraper.progress import show_progress  # noqa: PLC0415
