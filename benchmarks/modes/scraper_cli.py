@@ -26,7 +26,7 @@ def main() -> None:
     args = _crawl.arguments(
         __doc__,
         processes=(int, 2, "worker processes"),
-        concurrency=(int, 256, "consumer coroutines per process"),
+        concurrency=(int, 128, "consumer coroutines per process"),
         batch_size=(int, 0, "tasks per XREADGROUP (0: the config's)"),
         log_level=(str, "WARNING", "the scraper's log level"),
     )
@@ -39,7 +39,16 @@ def main() -> None:
         env["SCRAPER_WORKER_HEARTBEAT_DIR"] = str(tmpdir / "heartbeat")  # not the machine's shared one
         redis = PrivateRedis(tmpdir / "redis").start()
         cli = scraper_command()
-        common = ["--target", "video-list", "--config-dir", config_dir, "--redis-url", redis.url, "--log-level", args.log_level]
+        common = [
+            "--target",
+            "video-list",
+            "--config-dir",
+            config_dir,
+            "--redis-url",
+            redis.url,
+            "--log-level",
+            args.log_level,
+        ]
         steps: dict[str, dict[str, object]] = {}
         outputs: dict[str, str] = {}
         failed = None
@@ -50,8 +59,19 @@ def main() -> None:
                 (
                     "work",
                     [
-                        "work", *common, "--processes", str(args.processes), "--concurrency", str(args.concurrency),
-                        "--burst", "--output-dir", str(tmpdir / "out"), "--base-url", args.base_url, "--rate-limit", "0",
+                        "work",
+                        *common,
+                        "--processes",
+                        str(args.processes),
+                        "--concurrency",
+                        str(args.concurrency),
+                        "--burst",
+                        "--output-dir",
+                        str(tmpdir / "out"),
+                        "--base-url",
+                        args.base_url,
+                        "--rate-limit",
+                        "0",
                         *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
                     ],
                 ),
@@ -69,6 +89,7 @@ def main() -> None:
                     children = measured.children()
                     step["worker_children"] = len(children)
                     step["worker_child_max_rss_mb"] = round(max((i.max_rss for i in children), default=0) / 2**20, 1)
+                    step["worker_child_max_pss_mb"] = round(max((i.max_pss for i in children), default=0) / 2**20, 1)
                     step["worker_child_cpu_s"] = round(sum(i.cpu_s for i in children), 3)
                 steps[name] = step
                 if name == "export":
