@@ -101,6 +101,7 @@ def measure_child(method: str, children: int) -> dict[str, float]:
     ).stdout
     ready = [float(line.split()[1]) for line in out.splitlines() if line.startswith("READY ")]
     result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    ready = [t for t in ready if t >= result["started"]]  # not the warm-up child of after-warm
     if len(ready) != children:
         raise RuntimeError(f"probe {method}: {len(ready)} of {children} children ready: {out[-500:]}")
     return {"ready_s": max(ready) - result["started"], "gone_s": result["gone_s"]}
@@ -277,7 +278,7 @@ def main() -> int:
                                 took = fn(legacy, redis.url, tmp)  # type: ignore[operator]
                             series["before" if legacy else "after"].append(took)
                             log(f"  {what} {'before' if legacy else 'after':6s} {took:.3f}s")
-                    results[what] = {k: summary(v) for k, v in series.items()}
+                    results["work_empty" if what == "command" else what] = {k: summary(v) for k, v in series.items()}
             finally:
                 redis.stop()
         if "short" in args.what:
@@ -330,7 +331,7 @@ def render(payload: dict[str, Any]) -> str:
         row("2 children: start() until exited", labels[method], stats["gone_s"])
     for variant, stats in (payload.get("floor") or {}).items():
         row("floor", f"`python -c` {variant}" if "pass" in variant else f'`python -c "{variant}"`', stats)
-    for variant, stats in (payload.get("command") or {}).items():
+    for variant, stats in (payload.get("work_empty") or {}).items():
         row("`scraper work --burst --processes 2`, empty queue", variant, stats)
     for variant, stats in (payload.get("demo") or {}).items():
         row("README demo `scraper run --target video-list` (simulated)", variant, stats)

@@ -31,11 +31,11 @@ from typing import Any
 import aiomultiprocess
 from aiomultiprocess.types import Unit
 
-# Imported once in the forkserver; every child inherits them. workers.child
-# pulls in the whole hot path (aiohttp with its SSL contexts, redis.asyncio,
-# orjson, the targets, the sink); scraper.cli is what the child re-runs as
-# __mp_main__ when the command was started as `scraper` or `python -m scraper.cli`.
-HOT_MODULES = ["workers.child"]
+# Imported once in the forkserver; every child inherits them: workers.child's
+# whole hot path (aiohttp with its SSL contexts, redis.asyncio, orjson, the
+# targets, the sink), then gc.freeze() so the children's first collection
+# does not touch (and copy) every inherited page.
+HOT_MODULES = ["workers.forkserver_preload"]
 
 START_METHOD = "forkserver"
 
