@@ -71,7 +71,13 @@ MODES: dict[str, Mode] = {
     ),
     "bare": Mode("bare.py", "oracle: P uvloop processes x C workers over the precomputed URLs, a shard each", (), "pc"),
     "scraper": Mode("scraper_cli.py", "this project: redis-server -> coordinate -> work -> export", (), "pc"),
-    # Opt-in (--all or --modes): labelled variants, and the slow peers.
+    # Opt-in (--all or --modes): the one-command path, labelled variants, and the slow peers.
+    "scraper-run": Mode(
+        "scraper_cli.py",
+        "this project, the README's one command: redis-server -> `scraper run`",
+        ("--one-command", "1"),
+        "pc",
+    ),
     "processes-via-parent": Mode(
         "processes_via_parent.py", "VARIANT: the same Pool(32), every page's lines sent back through the parent"
     ),
@@ -92,7 +98,7 @@ DEFAULT_MODES = [
     "bare",
     "scraper",
 ]
-OPTIONAL_MODES = ["processes-via-parent", "aiomultiprocess-stream", "scrapy", "scrapy-redis"]
+OPTIONAL_MODES = ["scraper-run", "processes-via-parent", "aiomultiprocess-stream", "scrapy", "scrapy-redis"]
 ALL_MODES = DEFAULT_MODES + OPTIONAL_MODES
 _SIZE_FLAG = {
     "coroutines.py": "--workers",
@@ -395,7 +401,7 @@ def run_mode(
     ok = measured.returncode == 0 and check.complete and not measured.timed_out
     fetch_s = float(result.get("fetch_s") or result.get("crawl_s") or measured.wall_s)
     steps = result.get("steps") or {}
-    if mode == "scraper" and steps.get("work"):
+    if mode.startswith("scraper") and steps.get("work"):
         # The benchmark's own `scraper stats` call after the export is not the mode's (wall and CPU).
         fetch_s = float(steps["work"]["wall_s"])
         stats_step = steps.get("stats") or {}
@@ -427,7 +433,7 @@ def run_mode(
         reason = "timed out / killed" if measured.timed_out else f"exit {measured.returncode}"
         tail = " | ".join(line for line in text.strip().splitlines()[-3:])[:300]
         row["failure"] = f"{reason}; output {check.describe()}; {tail}"
-    if mode == "scraper":
+    if mode.startswith("scraper"):
         work = steps.get("work") or {}
         row["worker_child_max_rss_mb"] = work.get("worker_child_max_rss_mb")
         row["worker_child_max_pss_mb"] = work.get("worker_child_max_pss_mb")
