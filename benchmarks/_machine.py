@@ -69,8 +69,10 @@ def git(*args: str) -> str:
 
 
 def provenance() -> dict[str, Any]:
-    """Commit, dirty flag (tracked files changed), load average now."""
-    status = git("status", "--porcelain", "--untracked-files=no")
+    """Commit, dirty flag (changed or untracked files, results files aside), load average now."""
+    status = "\n".join(
+        line for line in git("status", "--porcelain").splitlines() if "benchmarks/results/" not in line
+    )
     return {
         "commit": git("rev-parse", "--short", "HEAD"),
         "dirty": bool(status),
