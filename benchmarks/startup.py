@@ -291,7 +291,14 @@ def main() -> int:
             pages = int(series.pop("pages")[0])
             results["short"] = {k: summary(v) for k, v in series.items()}
             results["short"]["pages"] = pages
-    machine = {**info, "cpu": window.stop(), "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+    end = _machine.provenance()
+    machine = {
+        **info,
+        "cpu": window.stop(),
+        "loadavg_end": end["loadavg"],
+        "commit_at_end": end["commit"],
+        "dirty_at_end": end["dirty"],
+    }
     payload = {"command": "python benchmarks/startup.py " + " ".join(sys.argv[1:]), "machine": machine, **results}
     md = render(payload)
     print("\n" + md)
@@ -311,10 +318,13 @@ def _flush(port: int) -> None:
 
 def render(payload: dict[str, Any]) -> str:
     m = payload["machine"]
+    changed = m.get("dirty_at_end") or m.get("commit_at_end", m["commit"]) != m["commit"]
     lines = [
         f"# Start-up: `{payload['command'].strip()}`",
         "",
-        f"- commit {m['commit']}{' (DIRTY tree)' if m['dirty'] else ''}; {m['nproc']} cores; load average "
+        f"- commit {m['commit']}{' (DIRTY tree)' if m['dirty'] else ''}"
+        f"{' (tree changed during the run)' if changed else ''}"
+        f"; {m['nproc']} cores; load average "
         f"{m['loadavg']} at start, {m['loadavg_end']} at end; machine CPU busy {m['cpu'].get('busy_pct')} %, "
         f"steal {m['cpu'].get('steal_pct')} % over the run",
         "- seconds; min / median / max over the runs (start-up latency only grows under load: quote the min)",
@@ -335,7 +345,7 @@ def render(payload: dict[str, Any]) -> str:
         row("2 children: start() until ready", labels[method], stats["ready_s"])
         row("2 children: start() until exited", labels[method], stats["gone_s"])
     for variant, stats in (payload.get("floor") or {}).items():
-        row("floor", f"`python -c` {variant}" if "pass" in variant else f'`python -c "{variant}"`', stats)
+        row("floor", variant, stats)
     for variant, stats in (payload.get("work_empty") or {}).items():
         row("`scraper work --burst --processes 2`, empty queue", variant, stats)
     for variant, stats in (payload.get("demo") or {}).items():
