@@ -21,6 +21,9 @@ async def report(path: str) -> None:
         "loop": type(asyncio.get_running_loop()).__module__,
         "ppid": os.getppid(),
         "frozen": gc.get_freeze_count(),
+        "adapter": "scraper.targets.bilibili" in sys.modules,
+        # must stay unimported until the child sets PROMETHEUS_MULTIPROC_DIR (scraper.metrics)
+        "prometheus": "prometheus_client" in sys.modules,
     }
     Path(path).write_text(json.dumps(facts))
 
@@ -39,4 +42,6 @@ def test_a_worker_child_is_forked_with_the_hot_path_imported(tmp_path: Path) -> 
         assert fact["preloaded"] is True  # imported by the forkserver, not by the child
         assert fact["loop"].startswith("uvloop")
         assert fact["frozen"] > 10_000  # the inherited heap is frozen: no copy-on-write by the child's GC
+        assert fact["adapter"] is True
+        assert fact["prometheus"] is False
     assert facts[0]["ppid"] == facts[1]["ppid"] != os.getpid()  # both forked by one server

@@ -12,8 +12,15 @@ documentation gives for pre-fork servers).
 from __future__ import annotations
 
 import gc
+import importlib
 
-import workers.child  # noqa: F401 - the import is the point: aiohttp, redis, orjson, the adapter, the sink
+import workers.child  # noqa: F401 - the import is the point: aiohttp, redis, orjson, the queue, the sink
+from scraper.targets import ADAPTERS
 
+for _spec in ADAPTERS.values():  # load_adapter() imports the target's adapter by name: have them all
+    importlib.import_module(_spec.partition(":")[0])
+
+# Not prometheus_client: it picks its storage when first imported, and a child
+# points it at the supervisor's metrics directory before that (scraper.metrics).
 gc.collect()
 gc.freeze()
