@@ -70,9 +70,7 @@ def git(*args: str) -> str:
 
 def provenance() -> dict[str, Any]:
     """Commit, dirty flag (changed or untracked files, results files aside), load average now."""
-    status = "\n".join(
-        line for line in git("status", "--porcelain").splitlines() if "benchmarks/results/" not in line
-    )
+    status = "\n".join(line for line in git("status", "--porcelain").splitlines() if "benchmarks/results/" not in line)
     return {
         "commit": git("rev-parse", "--short", "HEAD"),
         "dirty": bool(status),
@@ -95,11 +93,16 @@ def refuse_dirty(force: bool, what: str = "results") -> dict[str, Any]:
     return info
 
 
+try:
+    _CORES = sorted(os.sched_getaffinity(0))  # before any pinning: a second server gets the same core
+except (AttributeError, OSError):
+    _CORES = []
+
+
 def pin_simulator(pid: int) -> dict[str, Any]:
-    """Give the simulator its own core where there are more than two; returns what was done."""
-    try:
-        cores = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
+    """Give the server (simulator, nginx) its own core where there are more than two; returns what was done."""
+    cores = _CORES
+    if not cores:
         return {"pinned": False, "why": "no sched_setaffinity here"}
     if len(cores) <= 2:
         return {"pinned": False, "why": f"{len(cores)} cores: client, simulator and Redis share them"}

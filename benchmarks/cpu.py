@@ -207,7 +207,9 @@ def main() -> int:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {s: {m: [] for m in args.modes} for s in args.servers}
     fixed: dict[str, dict[str, list[dict[str, Any]]]] = {s: {m: [] for m in args.modes} for s in args.servers}
     www = workdir / "www"
+    pinning: dict[str, Any] = {}
     with h.Simulator(videos=args.videos, comments=args.comments, seed=args.seed, latency_ms=0) as sim:
+        pinning["simulator"] = _machine.pin_simulator(sim.handle.pid)
         job.bind(sim.url)
         h.run_mode("bare", job, sim, timeout_s=args.timeout)  # fill the simulator's cache
         if "nginx" in args.servers:
@@ -223,6 +225,7 @@ def main() -> int:
                     run(fixed, "simulator", mode, small, sim, args)
     if "nginx" in args.servers:
         with Nginx(www, workdir / "nginx") as server:
+            pinning["nginx"] = _machine.pin_simulator(server.handle.pid)
             job.bind(server.url)
             h.run_mode("bare", job, server, timeout_s=args.timeout)  # the page cache of the OS
             for _ in range(args.repeat):
@@ -233,6 +236,7 @@ def main() -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     info["cpu_over_run"] = window.stop()
     info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["pinning"] = pinning
     payload = {"command": "python benchmarks/cpu.py " + " ".join(sys.argv[1:]), "machine": info, "args": vars(args)}
     payload["servers"] = {s: {m: h.summarise(rows) for m, rows in by_mode.items()} for s, by_mode in results.items()}
     payload["fixed"] = {s: {m: h.summarise(rows) for m, rows in by_mode.items()} for s, by_mode in fixed.items()}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import _harness as h
+import _machine
 
 from scraper.simulator.corpus import Corpus
 
@@ -42,6 +43,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--no-bare", action="store_true", help="skip the bare reference row")
     parser.add_argument("--render", metavar="JSON", help="only rewrite scaling.md from a scaling.json")
+    parser.add_argument("--force", action="store_true", help="write results even from a dirty tree (the file says so)")
     args = parser.parse_args()
     if args.render:
         saved = json.loads(Path(args.render).read_text())
@@ -49,6 +51,8 @@ def main() -> int:
         return 0
 
     info = h.machine_info()
+    if info["dirty"] and not args.force:
+        _machine.refuse_dirty(False)
     corpus = Corpus.generate(seed=args.seed, videos=args.videos, comments=args.comments)
     latency_s = args.latency_ms / 1000.0
     workdir = Path(tempfile.mkdtemp(prefix="scraper-bench-scaling-"))
