@@ -244,7 +244,7 @@ def main() -> int:
         for mode, row in by_mode.items():
             base = payload["fixed"][server][mode]
             # Only where the job dwarfs the fixed cost's job: else noise decides the sign.
-            if row["status"] == base["status"] == "ok" and row["pages"] >= 20 * base["pages"]:
+            if row["status"] == base["status"] == "ok" and row["pages"] >= max(20 * base["pages"], 2_000):
                 marginal = (row["cpu_ms_per_page"] * row["pages"] - base["cpu_ms_per_page"] * base["pages"]) / (
                     row["pages"] - base["pages"]
                 )
