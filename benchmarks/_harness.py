@@ -33,7 +33,7 @@ REPO = BENCH_DIR.parent
 sys.path[:0] = [str(MODES_DIR), str(BENCH_DIR)]
 
 from _machine import CpuWindow, provenance  # noqa: E402
-from _procs import free_port, install_cleanup, run_measured  # noqa: E402
+from _procs import become_subreaper, free_port, install_cleanup, run_measured  # noqa: E402, F401 - re-exported
 
 install_cleanup()
 

@@ -188,6 +188,7 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="write results from a dirty tree")
     parser.add_argument("--name", help="results file stem (default cpu, or cpu_quick)")
     args = parser.parse_args()
+    h.become_subreaper()  # orphans of the measured commands (a forkserver) are reaped and counted
     if args.quick:
         args.comments, args.videos = 20_000, 24
         if "--repeat" not in sys.argv:

@@ -85,6 +85,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    h.become_subreaper()  # orphans of the measured commands (a forkserver) are reaped and counted
     if args.render:
         saved = json.loads(Path(args.render).read_text())
         md = _report.markdown(saved)

@@ -45,6 +45,7 @@ def main() -> int:
     parser.add_argument("--render", metavar="JSON", help="only rewrite scaling.md from a scaling.json")
     parser.add_argument("--force", action="store_true", help="write results even from a dirty tree (the file says so)")
     args = parser.parse_args()
+    h.become_subreaper()  # orphans of the measured commands (a forkserver) are reaped and counted
     if args.render:
         saved = json.loads(Path(args.render).read_text())
         write_report(saved["cells"], saved["machine"], saved.get("command", ""), saved.get("notes", {}))

@@ -240,7 +240,9 @@ def main() -> int:
 
     sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR / "modes")]
     import _machine  # noqa: PLC0415
-    from _procs import PrivateRedis  # noqa: PLC0415
+    from _procs import PrivateRedis, become_subreaper  # noqa: PLC0415
+
+    become_subreaper()
 
     info = _machine.refuse_dirty(args.force)
     window = _machine.CpuWindow().start()

@@ -201,18 +201,25 @@ def kill_live_trees(*_: object) -> None:
         _kill_tree(pid)
 
 
+_SUBREAPER = False
+
+
 def become_subreaper() -> bool:
-    """Orphaned descendants of the commands we run are reparented to us (Linux >= 3.4)."""
+    """Orphaned descendants of the commands we run are reparented to us (Linux >= 3.4).
+
+    Called by the benchmark programs' ``main()``, never on import: a test
+    process that imports the harness must not start collecting other tests'
+    orphans.
+    """
+    global _SUBREAPER  # noqa: PLW0603 - one flag for the process
     try:
         import ctypes  # noqa: PLC0415
 
         libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(36, 1, 0, 0, 0) == 0)  # PR_SET_CHILD_SUBREAPER
+        _SUBREAPER = bool(libc.prctl(36, 1, 0, 0, 0) == 0)  # PR_SET_CHILD_SUBREAPER
     except (OSError, AttributeError):
-        return False
-
-
-_SUBREAPER = become_subreaper()
+        _SUBREAPER = False
+    return _SUBREAPER
 
 
 def _reap_orphans(known: set[int], grace_s: float = 5.0) -> tuple[float, int]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import _crawl
-from _procs import PrivateRedis, install_cleanup, repo_root, run_measured, scraper_command
+from _procs import PrivateRedis, become_subreaper, install_cleanup, repo_root, run_measured, scraper_command
 
 
 def main() -> None:
@@ -32,6 +32,7 @@ def main() -> None:
         one_command=(int, 0, "1: `scraper run` (coordinate + work + export in one process) instead of the three"),
     )
     install_cleanup()
+    become_subreaper()  # `scraper work`'s forkserver outlives it by a few ms: reaped here, its CPU counted
     started = time.perf_counter()
     config_dir = str(repo_root() / "config")
     with tempfile.TemporaryDirectory(prefix="bench-scraper-") as tmp:
