@@ -88,17 +88,8 @@ MODES: dict[str, Mode] = {
     "scrapy": Mode("scrapy_spider.py", "Scrapy spider, CONCURRENT_REQUESTS = P x C, CrawlerProcess", (), "total"),
     "scrapy-redis": Mode("scrapy_redis_spider.py", "scrapy-redis RedisSpider + private redis-server", (), "total"),
 }
-DEFAULT_MODES = [
-    "threads",
-    "processes",
-    "coroutines",
-    "coroutines-uvloop",
-    "gevent",
-    "aiomultiprocess",
-    "bare",
-    "scraper",
-]
-OPTIONAL_MODES = ["scraper-run", "processes-via-parent", "aiomultiprocess-stream", "scrapy", "scrapy-redis"]
+DEFAULT_MODES = ["threads", "processes", "coroutines", "coroutines-uvloop", "aiomultiprocess", "bare", "scraper"]
+OPTIONAL_MODES = ["scraper-run", "gevent", "processes-via-parent", "aiomultiprocess-stream", "scrapy", "scrapy-redis"]
 ALL_MODES = DEFAULT_MODES + OPTIONAL_MODES
 _SIZE_FLAG = {
     "coroutines.py": "--workers",
