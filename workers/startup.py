@@ -37,7 +37,8 @@ from aiomultiprocess.types import Unit
 # does not touch (and copy) every inherited page.
 HOT_MODULES = ["workers.forkserver_preload"]
 
-START_METHOD = "forkserver"
+# Windows has no forkserver: there the children spawn (slower, same behaviour).
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def context() -> multiprocessing.context.BaseContext:
@@ -54,7 +55,8 @@ def warm() -> None:
     waits only for what is left of that import. Idempotent and cheap.
     """
     context()
-    multiprocessing.forkserver.ensure_running()
+    if START_METHOD == "forkserver":
+        multiprocessing.forkserver.ensure_running()
 
 
 class WorkerProcess(aiomultiprocess.Process):  # type: ignore[misc]  # aiomultiprocess is untyped
