@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,39 +30,115 @@ BENCH_DIR = Path(__file__).resolve().parent
 MODES_DIR = BENCH_DIR / "modes"
 RESULTS_DIR = BENCH_DIR / "results"
 REPO = BENCH_DIR.parent
-sys.path.insert(0, str(MODES_DIR))
+sys.path[:0] = [str(MODES_DIR), str(BENCH_DIR)]
 
-from _procs import free_port, install_cleanup, run_measured  # noqa: E402
+from _machine import CpuWindow, provenance  # noqa: E402
+from _procs import become_subreaper, free_port, install_cleanup, run_measured  # noqa: E402, F401 - re-exported
 
 install_cleanup()
 
 from scraper.simulator.corpus import Corpus  # noqa: E402
 
-# mode name -> (script, one-line description)
-MODES: dict[str, tuple[str, str]] = {
-    "threads": ("threads.py", "requests, Session per thread, ThreadPoolExecutor(64)"),
-    "processes": ("processes.py", "multiprocessing.Pool(32) + requests, results via the parent"),
-    "coroutines": ("coroutines.py", "asyncio + aiohttp, 256 workers on an asyncio.Queue, TCPConnector(limit=256)"),
-    "gevent": ("gevent_pool.py", "gevent monkey-patched requests, Pool(256) of queue workers"),
-    "aiomultiprocess-map": ("aiomultiprocess_map.py", "aiomultiprocess.Pool().map(fetch_page, urls), precomputed URLs"),
-    "scrapy": ("scrapy_spider.py", "Scrapy spider, CONCURRENT_REQUESTS=256, CrawlerProcess"),
-    "scrapy-redis": ("scrapy_redis_spider.py", "scrapy-redis RedisSpider + private redis-server, 256 concurrent"),
-    "bare": ("bare.py", "one uvloop process, 256 workers over the precomputed URL list, orjson (upper bound)"),
-    "scraper": ("scraper_cli.py", "this project: redis-server -> coordinate -> work -> export"),
+
+@dataclass(frozen=True)
+class Mode:
+    script: str
+    about: str
+    args: tuple[str, ...] = ()  # fixed flags
+    sized: str = ""  # how the --processes P / --concurrency C of the run reach it: "pc", "total", ""
+    seed: bool = False  # one of the three modes of the seed's table
+
+
+MODES: dict[str, Mode] = {
+    "threads": Mode("threads.py", "requests, a Session per thread, ThreadPoolExecutor(64)", seed=True),
+    "processes": Mode(
+        "processes.py", "multiprocessing.Pool(32) + requests; each process writes its own shard", seed=True
+    ),
+    "coroutines": Mode(
+        "coroutines.py",
+        "asyncio loop + aiohttp, P x C workers on an asyncio.Queue",
+        ("--loop", "asyncio"),
+        "total",
+        seed=True,
+    ),
+    "coroutines-uvloop": Mode("coroutines.py", "the same on uvloop", ("--loop", "uvloop"), "total"),
+    "gevent": Mode("gevent_pool.py", "gevent monkey-patched requests, Pool(P x C) of queue workers", (), "total"),
+    "aiomultiprocess": Mode(
+        "aiomultiprocess_pool.py",
+        "Pool(P, childconcurrency=C), `await pool.map` in waves, a session and a shard per child",
+        (),
+        "pc",
+    ),
+    "bare": Mode("bare.py", "oracle: P uvloop processes x C workers over the precomputed URLs, a shard each", (), "pc"),
+    "scraper": Mode("scraper_cli.py", "this project: redis-server -> coordinate -> work -> export", (), "pc"),
+    # Opt-in (--all or --modes): the one-command path, labelled variants, and the slow peers.
+    "scraper-run": Mode(
+        "scraper_cli.py",
+        "this project, the README's one command: redis-server -> `scraper run`",
+        ("--one-command", "1"),
+        "pc",
+    ),
+    "processes-via-parent": Mode(
+        "processes_via_parent.py", "VARIANT: the same Pool(32), every page's lines sent back through the parent"
+    ),
+    "aiomultiprocess-stream": Mode(
+        "aiomultiprocess_stream.py",
+        "ANTI-PATTERN: `async for` over Pool().map (a 5 ms poll per result), aiohttp.request per page",
+    ),
+    "scrapy": Mode("scrapy_spider.py", "Scrapy spider, CONCURRENT_REQUESTS = P x C, CrawlerProcess", (), "total"),
+    "scrapy-redis": Mode("scrapy_redis_spider.py", "scrapy-redis RedisSpider + private redis-server", (), "total"),
 }
-DEFAULT_MODES = [
-    "threads", "processes", "coroutines", "gevent", "aiomultiprocess-map", "scrapy", "scrapy-redis", "bare", "scraper",
-]
+DEFAULT_MODES = ["threads", "processes", "coroutines", "coroutines-uvloop", "aiomultiprocess", "bare", "scraper"]
+OPTIONAL_MODES = ["scraper-run", "gevent", "processes-via-parent", "aiomultiprocess-stream", "scrapy", "scrapy-redis"]
+ALL_MODES = DEFAULT_MODES + OPTIONAL_MODES
+_SIZE_FLAG = {
+    "coroutines.py": "--workers",
+    "gevent_pool.py": "--size",
+    "scrapy_spider.py": "--concurrency",
+    "scrapy_redis_spider.py": "--concurrency",
+}
 
 
-def available_modes() -> list[str]:
-    names = [m for m in DEFAULT_MODES if (MODES_DIR / MODES[m][0]).is_file()]
-    if "scrapy-redis" in names:
-        try:
-            import scrapy_redis  # noqa: F401, PLC0415
-        except ImportError:
-            names.remove("scrapy-redis")
-    return names
+def mode_args(mode: str, processes: int, concurrency: int) -> list[str]:
+    """The mode's flags for a run at P processes x C coroutines (the scraper's shape)."""
+    spec = MODES[mode]
+    args = list(spec.args)
+    if spec.sized == "pc":
+        per_process = "--workers" if spec.script == "bare.py" else "--concurrency"
+        args += ["--processes", str(processes), per_process, str(concurrency)]
+    elif spec.sized == "total":
+        args += [_SIZE_FLAG[spec.script], str(processes * concurrency)]
+    return args
+
+
+def available_modes(names: list[str] | None = None) -> list[str]:
+    """The modes whose libraries are installed (scrapy, gevent, requests are the bench extra)."""
+    needs = {
+        "threads": "requests",
+        "processes": "requests",
+        "processes-via-parent": "requests",
+        "gevent": "gevent",
+        "scrapy": "scrapy",
+        "scrapy-redis": "scrapy_redis",
+    }
+    found = []
+    for name in names or DEFAULT_MODES:
+        module = needs.get(name)
+        if module:
+            try:
+                __import__(module)
+            except ImportError:
+                continue
+        found.append(name)
+    return found
+
+
+def code_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Every subprocess runs this checkout's code, whatever the venv's editable install points at."""
+    path = os.environ.get("PYTHONPATH")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=f"{REPO}{os.pathsep}{path}" if path else str(REPO))
+    env.update(extra or {})
+    return env
 
 
 # ---- the job: one corpus, its files, what a complete crawl returns ----------------
@@ -119,14 +195,31 @@ class Simulator:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [
-            sys.executable, "-m", "scraper.cli", "simulate", "--host", "127.0.0.1", "--port", str(self.port),
-            "--videos", str(videos), "--comments", str(comments), "--seed", str(seed),
-            "--latency-ms", str(latency_ms), "--log-level", "WARNING",
+            sys.executable,
+            "-m",
+            "scraper.cli",
+            "simulate",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--videos",
+            str(videos),
+            "--comments",
+            str(comments),
+            "--seed",
+            str(seed),
+            "--latency-ms",
+            str(latency_ms),
+            "--log-level",
+            "WARNING",
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Simulator:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=code_env()
+        )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 60
         line = b""
@@ -212,8 +305,12 @@ def check_output(path: Path, expected: set[int]) -> Check:
                 else:
                     seen.add(rpid)
     return Check(
-        lines=lines, unique=len(seen), duplicates=duplicates,
-        missing=len(expected - seen), extra=len(seen - expected), bad_lines=bad,
+        lines=lines,
+        unique=len(seen),
+        duplicates=duplicates,
+        missing=len(expected - seen),
+        extra=len(seen - expected),
+        bad_lines=bad,
     )
 
 
@@ -234,16 +331,34 @@ def run_mode(
     *,
     timeout_s: float = 900.0,
     extra_args: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
     log_dir: Path | None = None,
     keep_output: bool = False,
 ) -> dict[str, Any]:
-    """Run one mode against the simulator; measure it; check its output; return one row."""
-    script = MODES_DIR / MODES[mode][0]
+    """Run one mode against the simulator; measure it; check its output; return one row.
+
+    ``wall_s`` (end to end) is the mode's whole run, from its process start
+    to its one output file written (for `scraper`: redis-server start,
+    coordinate, work, export); ``fetch_s`` is the fetching interval the mode
+    reports (after its imports, until the last page is written; for
+    `scraper`: the `work` step, its interpreter and children included).
+    """
+    script = MODES_DIR / MODES[mode].script
     out_dir = Path(tempfile.mkdtemp(prefix=f"bench-{mode}-", dir=job.workdir))
     output = out_dir / "comments.jsonl"
     cmd = [
-        sys.executable, str(script), "--base-url", job.base_url, "--aids", str(job.workdir / "aids.txt"),
-        "--urls", str(job.workdir / "urls.txt"), "--videos", str(job.workdir / "videos.txt"), "--output", str(output),
+        sys.executable,
+        str(script),
+        "--base-url",
+        job.base_url,
+        "--aids",
+        str(job.workdir / "aids.txt"),
+        "--urls",
+        str(job.workdir / "urls.txt"),
+        "--videos",
+        str(job.workdir / "videos.txt"),
+        "--output",
+        str(output),
         *(extra_args or []),
     ]
     requests_before = sim.requests()
@@ -258,10 +373,14 @@ def run_mode(
         return f"{sent} requests to the simulator (limit {limit})" if sent > limit else None
 
     log_path = (log_dir / f"{mode}.log") if log_dir else None
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    load_before = os.getloadavg()[0]
+    window = CpuWindow().start()
     epoch_start = time.time()
-    measured, text = run_measured(cmd, cwd=out_dir, env=env, timeout_s=timeout_s, log_path=log_path, watchdog=watchdog)
+    measured, text = run_measured(
+        cmd, cwd=out_dir, env=code_env(extra_env), timeout_s=timeout_s, log_path=log_path, watchdog=watchdog
+    )
     epoch_end = time.time()
+    machine = {**window.stop(), "load_start": round(load_before, 2), "load_end": round(os.getloadavg()[0], 2)}
     sim_cpu = sim.cpu_s() - sim_cpu_before
     stats = sim.stats()
     sent = int(stats["requests"]) - requests_before
@@ -271,13 +390,14 @@ def run_mode(
     if not keep_output:
         shutil.rmtree(out_dir, ignore_errors=True)
     ok = measured.returncode == 0 and check.complete and not measured.timed_out
-    fetch_s = measured.wall_s
-    if mode == "scraper" and result.get("crawl_s"):
-        # The `scraper work` step fetches; end to end is redis-server start to export done
-        # (the benchmark's own `scraper stats` call afterwards is left out, wall and CPU).
-        fetch_s = float(result["crawl_s"])
-        measured.wall_s = float(result.get("e2e_s") or measured.wall_s)
-        measured.cpu_s -= float(((result.get("steps") or {}).get("stats") or {}).get("cpu_s") or 0)
+    fetch_s = float(result.get("fetch_s") or result.get("crawl_s") or measured.wall_s)
+    steps = result.get("steps") or {}
+    if mode.startswith("scraper") and steps.get("work"):
+        # The benchmark's own `scraper stats` call after the export is not the mode's (wall and CPU).
+        fetch_s = float(steps["work"]["wall_s"])
+        stats_step = steps.get("stats") or {}
+        measured.wall_s -= float(stats_step.get("wall_s") or 0)
+        measured.cpu_s -= float(stats_step.get("cpu_s") or 0)
     row: dict[str, Any] = {
         "mode": mode,
         "status": "ok" if ok else "FAILED",
@@ -285,28 +405,33 @@ def run_mode(
         "pages": job.pages,
         "comments": job.comments,
         "requests": sent,
-        "wall_s": round(measured.wall_s, 3),  # end to end: the whole mode, every step
-        "fetch_s": round(fetch_s, 3),  # the command that fetches (scraper: `scraper work`)
+        "wall_s": round(measured.wall_s, 3),
+        "fetch_s": round(fetch_s, 3),
         "cpu_s": round(measured.cpu_s, 3),
         "cpu_ms_per_page": round(measured.cpu_s * 1000 / max(job.pages, 1), 3),
         "max_proc_rss_mb": round(measured.max_proc_rss_mb, 1),
         "tree_rss_mb": round(measured.tree_rss_mb, 1),
+        "tree_pss_mb": round(measured.tree_pss_mb, 1),
         "server_cpu_ms_per_page": round(sim_cpu * 1000 / max(sent, 1), 3),
         "steady_pages_per_s": steady,
+        "machine": machine,
         "result": result,
     }
     if ok:
-        row["pages_per_s"] = round(job.pages / fetch_s, 1)
-        row["comments_per_s"] = round(job.comments / fetch_s, 1)
-        row["e2e_pages_per_s"] = round(job.pages / measured.wall_s, 1)
+        row["pages_per_s"] = round(job.pages / measured.wall_s, 1)  # end to end
+        row["fetch_pages_per_s"] = round(job.pages / fetch_s, 1)
     else:
         reason = "timed out / killed" if measured.timed_out else f"exit {measured.returncode}"
         tail = " | ".join(line for line in text.strip().splitlines()[-3:])[:300]
         row["failure"] = f"{reason}; output {check.describe()}; {tail}"
-    if mode == "scraper":
-        work = (result.get("steps") or {}).get("work") or {}
+    if mode.startswith("scraper"):
+        work = steps.get("work") or {}
         row["worker_child_max_rss_mb"] = work.get("worker_child_max_rss_mb")
+        row["worker_child_max_pss_mb"] = work.get("worker_child_max_pss_mb")
         row["work_cpu_ms_per_page"] = round(float(work.get("cpu_s") or 0) * 1000 / max(job.pages, 1), 3)
+        row["redis_cpu_ms_per_page"] = round(
+            float((steps.get("redis") or {}).get("cpu_s") or 0) * 1000 / max(job.pages, 1), 3
+        )
     return row
 
 
@@ -322,16 +447,32 @@ def steady_rate(per_second: dict[str, int], start: float, end: float) -> float |
     return round(statistics.median(counts), 1) if counts else None
 
 
-def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median fetch time (every run must be ok, else the first failure)."""
+def spread(values: list[float]) -> dict[str, float]:
+    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row for a mode's runs: min / median / max of the times, the median run's other figures.
+
+    Every run must be ok, else the first failure is the row (a mode that
+    fails once is not reported with a time).
+    """
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
-        return failed[0]
-    ordered = sorted(rows, key=lambda r: r["fetch_s"])
-    row = dict(ordered[len(ordered) // 2])
-    if len(rows) > 1:
+        row = dict(failed[0])
         row["runs"] = len(rows)
-        row["fetch_s_all"] = [r["fetch_s"] for r in rows]
+        row["failed_runs"] = len(failed)
+        return row
+    ordered = sorted(rows, key=lambda r: r["wall_s"])
+    row = dict(ordered[len(ordered) // 2])
+    row["runs"] = len(rows)
+    row["wall"] = spread([r["wall_s"] for r in rows])
+    row["fetch"] = spread([r["fetch_s"] for r in rows])
+    row["cpu_ms_per_page"] = round(statistics.median(r["cpu_ms_per_page"] for r in rows), 3)
+    row["server_cpu_ms_per_page"] = round(statistics.median(r["server_cpu_ms_per_page"] for r in rows), 3)
+    row["pages_per_s"] = round(row["pages"] / row["wall"]["median"], 1)
+    row["fetch_pages_per_s"] = round(row["pages"] / row["fetch"]["median"], 1)
+    row["machine_runs"] = [r["machine"] for r in rows]
     return row
 
 
@@ -348,7 +489,17 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for name in ("aiohttp", "uvloop", "orjson", "aiomultiprocess", "redis", "requests", "gevent", "scrapy", "scrapy-redis"):
+    for name in (
+        "aiohttp",
+        "uvloop",
+        "orjson",
+        "aiomultiprocess",
+        "redis",
+        "requests",
+        "gevent",
+        "scrapy",
+        "scrapy-redis",
+    ):
         try:
             from importlib.metadata import version  # noqa: PLC0415
 
@@ -365,7 +516,7 @@ def machine_info() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
         "cpu_model": model,
         "python": platform.python_version(),
@@ -374,6 +525,7 @@ def machine_info() -> dict[str, Any]:
         "redis_server": redis_version,
         "versions": versions,
         "git": _git_head(),
+        **provenance(),
     }
 
 
@@ -387,9 +539,10 @@ def _git_head() -> str:
 
 
 def machine_line(info: dict[str, Any]) -> str:
+    dirty = " + UNCOMMITTED CHANGES (--force)" if info.get("dirty") else ""
     return (
         f"{info['date']}; {info['nproc']} cores ({info['cpu_model']}); Python {info['python']}; "
-        f"load average at start {info['loadavg_at_start']}; commit {info['git']}"
+        f"load average at start {info['loadavg_at_start']}; commit {info['git']}{dirty}"
     )
 
 

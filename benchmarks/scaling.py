@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import _harness as h
+import _machine
+
 from scraper.simulator.corpus import Corpus
 
 
@@ -41,13 +43,17 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--no-bare", action="store_true", help="skip the bare reference row")
     parser.add_argument("--render", metavar="JSON", help="only rewrite scaling.md from a scaling.json")
+    parser.add_argument("--force", action="store_true", help="write results even from a dirty tree (the file says so)")
     args = parser.parse_args()
+    h.become_subreaper()  # orphans of the measured commands (a forkserver) are reaped and counted
     if args.render:
         saved = json.loads(Path(args.render).read_text())
         write_report(saved["cells"], saved["machine"], saved.get("command", ""), saved.get("notes", {}))
         return 0
 
     info = h.machine_info()
+    if info["dirty"] and not args.force:
+        _machine.refuse_dirty(False)
     corpus = Corpus.generate(seed=args.seed, videos=args.videos, comments=args.comments)
     latency_s = args.latency_ms / 1000.0
     workdir = Path(tempfile.mkdtemp(prefix="scraper-bench-scaling-"))
@@ -75,17 +81,27 @@ def main() -> int:
             limit = concurrency * max(processes, 1) / latency_s
             job = job_for(int(min(limit, args.cpu_cap) * args.cell_seconds))
             if bare:
-                row = h.run_mode("bare", job, sim, timeout_s=args.timeout)
+                row = h.run_mode(
+                    "bare", job, sim, timeout_s=args.timeout, extra_args=["--processes", "1", "--workers", "256"]
+                )
             else:
                 row = h.run_mode(
-                    "scraper", job, sim, timeout_s=args.timeout,
+                    "scraper",
+                    job,
+                    sim,
+                    timeout_s=args.timeout,
                     extra_args=["--processes", str(processes), "--concurrency", str(concurrency)],
                 )
-            cell = {"processes": processes, "concurrency": concurrency, "limit": limit, **{k: v for k, v in row.items() if k != "result"}}
+            cell = {
+                "processes": processes,
+                "concurrency": concurrency,
+                "limit": limit,
+                **{k: v for k, v in row.items() if k != "result"},
+            }
             cells.append(cell)
             label = "bare (1 process, no Redis)" if bare else f"{processes} x {concurrency}"
             shown = (
-                f"{row['pages_per_s']:,.0f} pages/s, steady {h.fmt(row['steady_pages_per_s'])} "
+                f"{row['fetch_pages_per_s']:,.0f} pages/s, steady {h.fmt(row['steady_pages_per_s'])} "
                 f"({100 * (row['steady_pages_per_s'] or 0) / limit:.0f}% of {limit:,.0f})"
                 if row["status"] == "ok"
                 else row.get("failure", "")
@@ -111,8 +127,17 @@ def write_report(cells: list[dict[str, Any]], info: dict[str, Any], command: str
     # this run. Below it the limit is Little's law; above it, the CPU.
     ceiling = max((c.get("steady_pages_per_s") or 0 for c in cells if c["status"] == "ok"), default=0)
     headers = [
-        "processes", "concurrency", "pages", "work s", "pages/s", "steady pages/s", "Little's law c x p / L",
-        "steady / Little", "steady / min(Little, ceiling)", "client CPU ms/page", "worker child RSS MB",
+        "processes",
+        "concurrency",
+        "pages",
+        "work s",
+        "pages/s",
+        "steady pages/s",
+        "Little's law c x p / L",
+        "steady / Little",
+        "steady / min(Little, ceiling)",
+        "client CPU ms/page",
+        "worker child RSS MB",
     ]
     rows = []
     for c in cells:
@@ -125,7 +150,7 @@ def write_report(cells: list[dict[str, Any]], info: dict[str, Any], command: str
                 str(c["concurrency"]),
                 h.fmt(c["pages"]),
                 h.fmt(c["fetch_s"], 2) if ok else "FAILED",
-                h.fmt(c.get("pages_per_s")) if ok else "-",
+                h.fmt(c.get("fetch_pages_per_s")) if ok else "-",
                 h.fmt(steady) if ok else "-",
                 h.fmt(c["limit"]),
                 f"{100 * steady / c['limit']:.0f}%" if ok else "-",

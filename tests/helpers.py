@@ -122,11 +122,20 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> None:  # type:
 
 
 def worker_children(supervisor_pid: int, heartbeat_dir: Path) -> list[int]:
-    """PIDs of the supervisor's live worker processes: its children that keep a
-    heartbeat (multiprocessing's resource tracker and manager do not)."""
+    """PIDs of the supervisor's live worker processes: its descendants that keep a
+    heartbeat (workers are forked by the supervisor's forkserver, so they are
+    grandchildren; the forkserver and the resource tracker keep no heartbeat)."""
     children: set[int] = set()
-    for task in Path(f"/proc/{supervisor_pid}/task").iterdir():
-        children.update(int(pid) for pid in (task / "children").read_text().split())
+    parents = [supervisor_pid]
+    while parents:
+        parent = parents.pop()
+        try:
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                found = {int(pid) for pid in (task / "children").read_text().split()}
+                parents.extend(found - children)
+                children.update(found)
+        except FileNotFoundError:
+            continue
     beating = {int(path.stem.rsplit("-", 2)[1]) for path in heartbeat_dir.glob("*.beat")}
     return sorted(pid for pid in children & beating if _alive(pid))
 

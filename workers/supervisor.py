@@ -23,6 +23,7 @@ import uvloop
 
 from scraper.errors import RuntimeFailure
 from workers.spec import ChildSpec, run_child
+from workers.startup import WorkerProcess  # forked from a warm forkserver (issue 15)
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -71,7 +72,7 @@ class Supervisor:
     forced: bool = False
 
     def _start(self, index: int, restarts: int = 0) -> Slot:
-        process = aiomultiprocess.Process(
+        process = WorkerProcess(
             target=run_child,
             args=(self.spec, index),
             name=f"scraper-worker-{index}",

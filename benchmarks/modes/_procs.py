@@ -10,7 +10,14 @@ ways, because neither alone is complete:
   RSS over the tree at one moment.
 
 RSS is per process, from the kernel's high-water mark (VmHWM) read at each
-sample. Both are lower bounds of the CPU (wait4 misses descendants nobody reaped, the
+sample. Memory of the whole tree is PSS (``/proc/PID/smaps_rollup``: a page
+shared by N processes counts 1/N in each), sampled every ``pss_every``
+rounds: summed RSS counts the pages that forked children share many times.
+
+The harness is a child subreaper (``PR_SET_CHILD_SUBREAPER``): a descendant
+orphaned by its parent (multiprocessing's forkserver and resource tracker
+outlive the supervisor by a few ms and nobody waits for them) is reparented
+to the harness, which reaps it and adds its rusage, so its CPU is counted. Both are lower bounds of the CPU (wait4 misses descendants nobody reaped, the
 sampler misses each process's last interval), so the larger one is reported.
 Only the command's own tree is measured: the simulator runs in another tree.
 """
@@ -44,6 +51,8 @@ class ProcInfo:
     name: str
     cpu_s: float = 0.0
     max_rss: int = 0
+    max_pss: int = 0
+    parent: bool = False  # ever seen with children of its own (a forkserver, a supervisor)
 
 
 @dataclass
@@ -53,13 +62,23 @@ class Measured:
     cpu_s: float  # user + sys of the tree (max of wait4 and the sampler)
     max_proc_rss_mb: float  # largest single process of the tree
     tree_rss_mb: float  # largest sum of RSS over the tree at one sample
+    tree_pss_mb: float = 0.0  # largest sum of PSS over the tree at one sample
     procs: dict[int, ProcInfo] = field(default_factory=dict)
     timed_out: bool = False
     pid: int = 0
 
     def children(self) -> list[ProcInfo]:
-        """Every sampled descendant but multiprocessing's resource tracker."""
-        return [info for pid, info in self.procs.items() if pid != self.pid and "resource_tracker" not in info.name]
+        """The worker processes: sampled descendants that never had children of their own.
+
+        Not the command itself, not multiprocessing's resource tracker, not the
+        forkserver (a forked worker shows the forkserver's command line, so
+        the tree's shape tells them apart).
+        """
+        return [
+            info
+            for pid, info in self.procs.items()
+            if pid != self.pid and not info.parent and "resource_tracker" not in info.name
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +87,7 @@ class Measured:
             "cpu_s": round(self.cpu_s, 3),
             "max_proc_rss_mb": round(self.max_proc_rss_mb, 1),
             "tree_rss_mb": round(self.tree_rss_mb, 1),
+            "tree_pss_mb": round(self.tree_pss_mb, 1),
             "processes": len(self.procs),
             "timed_out": self.timed_out,
         }
@@ -85,15 +105,30 @@ def _high_water_rss(pid: int) -> int:
     return 0
 
 
+def _pss(pid: int) -> int:
+    """Proportional set size in bytes (smaps_rollup); 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 class TreeSampler(threading.Thread):
     """Walks the process tree under ``pid`` until stopped."""
 
-    def __init__(self, pid: int, interval_s: float = 0.1) -> None:
+    def __init__(self, pid: int, interval_s: float = 0.1, pss_every: int = 4) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.interval_s = interval_s
+        self.pss_every = pss_every  # smaps_rollup walks page tables: not at every sample
+        self.rounds = 0
         self.procs: dict[int, ProcInfo] = {}
         self.tree_rss = 0
+        self.tree_pss = 0
         self._stop_event = threading.Event()
         self._handles: dict[int, psutil.Process] = {}
 
@@ -104,7 +139,15 @@ class TreeSampler(threading.Thread):
             tree = [root, *root.children(recursive=True)]
         except psutil.Error:
             return
-        total = 0
+        parents = set()
+        for proc in tree:
+            try:
+                parents.add(proc.ppid())
+            except psutil.Error:
+                continue
+        total = pss_total = 0
+        with_pss = self.rounds % self.pss_every == 0
+        self.rounds += 1
         for proc in tree:
             handle = self._handles.setdefault(proc.pid, proc)
             try:
@@ -117,9 +160,15 @@ class TreeSampler(threading.Thread):
             except psutil.Error:
                 continue
             info.cpu_s = max(info.cpu_s, times.user + times.system)
+            info.parent = info.parent or proc.pid in parents
             info.max_rss = max(info.max_rss, rss, _high_water_rss(proc.pid))
             total += rss
+            if with_pss:
+                pss = _pss(proc.pid)
+                info.max_pss = max(info.max_pss, pss)
+                pss_total += pss
         self.tree_rss = max(self.tree_rss, total)
+        self.tree_pss = max(self.tree_pss, pss_total)
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -152,6 +201,57 @@ def kill_live_trees(*_: object) -> None:
         _kill_tree(pid)
 
 
+_SUBREAPER = False
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants of the commands we run are reparented to us (Linux >= 3.4).
+
+    Called by the benchmark programs' ``main()``, never on import: a test
+    process that imports the harness must not start collecting other tests'
+    orphans.
+    """
+    global _SUBREAPER  # noqa: PLW0603 - one flag for the process
+    try:
+        import ctypes  # noqa: PLC0415
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        _SUBREAPER = bool(libc.prctl(36, 1, 0, 0, 0) == 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        _SUBREAPER = False
+    return _SUBREAPER
+
+
+def _reap_orphans(known: set[int], grace_s: float = 5.0) -> tuple[float, int]:
+    """Wait for children of ours that were not ours before the run (reparented orphans).
+
+    Returns (their user + sys CPU, how many). One that outlives ``grace_s`` is killed.
+    """
+    cpu = 0.0
+    count = 0
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            mine = {p.pid for p in psutil.Process().children()}
+        except psutil.Error:
+            return cpu, count
+        orphans = mine - known
+        if not orphans:
+            return cpu, count
+        for pid in orphans:
+            try:
+                done, status, usage = os.wait4(pid, os.WNOHANG)
+            except ChildProcessError:
+                known.add(pid)
+                continue
+            if done:
+                cpu += usage.ru_utime + usage.ru_stime
+                count += 1
+            elif time.monotonic() > deadline:
+                _kill_tree(pid)
+        time.sleep(0.01)
+
+
 def install_cleanup() -> None:
     """On SIGTERM/SIGINT/SIGHUP: kill the commands' trees, then exit 143/130."""
 
@@ -179,6 +279,10 @@ def run_measured(
     reason string to kill the run (e.g. too many requests to the simulator).
     """
     log = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
+    try:
+        known = {p.pid for p in psutil.Process().children()}  # the simulator and the like: not this run's
+    except psutil.Error:
+        known = set()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     _LIVE.add(proc.pid)
@@ -214,12 +318,14 @@ def run_measured(
     sampler.stop()
     # Descendants still alive (a leaked grandchild) are the command's bug, not ours to keep.
     _kill_tree(proc.pid)
+    known.add(proc.pid)
+    orphan_cpu, _ = _reap_orphans(known) if _SUBREAPER else (0.0, 0)
     log.flush()
     log.seek(0)
     output = log.read().decode(errors="replace")
     log.close()
     sampled_cpu = sum(info.cpu_s for info in sampler.procs.values())
-    waited_cpu = usage.ru_utime + usage.ru_stime
+    waited_cpu = usage.ru_utime + usage.ru_stime + orphan_cpu
     sampled_rss = max((info.max_rss for info in sampler.procs.values()), default=0)
     measured = Measured(
         returncode=proc.returncode,
@@ -229,6 +335,7 @@ def run_measured(
         # forked parent (this harness) into it.
         max_proc_rss_mb=sampled_rss / 2**20,
         tree_rss_mb=sampler.tree_rss / 2**20,
+        tree_pss_mb=sampler.tree_pss / 2**20,
         procs=sampler.procs,
         timed_out=timed_out,
         pid=proc.pid,
@@ -263,8 +370,21 @@ class PrivateRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
-                redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.directory), "--protected-mode", "yes", "--loglevel", "warning",
+                redis_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--protected-mode",
+                "yes",
+                "--loglevel",
+                "warning",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -315,5 +435,11 @@ def repo_root() -> Path:
 
 
 def scraper_command() -> list[str]:
-    """The project's CLI, run by this interpreter (the project venv)."""
+    """The project's CLI, run by this interpreter (the project venv).
+
+    ``BENCH_LEGACY_START=1``: with the worker start-up of before issue 15
+    (``benchmarks/_legacy_start.py``), for before/after figures.
+    """
+    if os.environ.get("BENCH_LEGACY_START") == "1":
+        return [sys.executable, str(repo_root() / "benchmarks" / "_legacy_start.py")]
     return [sys.executable, "-m", "scraper.cli"]

@@ -3,8 +3,9 @@
 The pattern most asyncio crawlers use: ``--workers`` coroutines (256) pull URLs
 from an ``asyncio.Queue``, fetch through one ``ClientSession`` with
 ``TCPConnector(limit=256)``, write the page's lines and put its follow-ups
-back on the queue; ``queue.join()`` ends the crawl. The standard asyncio event
-loop (uvloop is the `bare` mode's and the scraper's).
+back on the queue; ``queue.join()`` ends the crawl. ``--loop asyncio`` (mode `coroutines`, the
+standard loop, as the seed ran it) or ``--loop uvloop`` (mode
+`coroutines-uvloop`, the loop the scraper and `bare` use).
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
-
 import _crawl
+import aiohttp
 
 
 async def crawl(args) -> tuple[int, int]:  # noqa: ANN001
@@ -53,10 +53,19 @@ async def crawl(args) -> tuple[int, int]:  # noqa: ANN001
 
 
 def main() -> None:
-    args = _crawl.arguments(__doc__, workers=(int, 256, "worker coroutines = connector limit"))
+    args = _crawl.arguments(
+        __doc__,
+        workers=(int, 256, "worker coroutines = connector limit"),
+        loop=(str, "asyncio", "asyncio or uvloop"),
+    )
     started = time.perf_counter()
-    pages, errors = asyncio.run(crawl(args))
-    _crawl.report(pages, started, errors=errors)
+    if args.loop == "uvloop":
+        import uvloop  # noqa: PLC0415
+
+        pages, errors = uvloop.run(crawl(args))
+    else:
+        pages, errors = asyncio.run(crawl(args))
+    _crawl.report(pages, started, errors=errors, loop=args.loop, workers=args.workers)
 
 
 if __name__ == "__main__":

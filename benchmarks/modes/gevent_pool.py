@@ -14,12 +14,11 @@ monkey.patch_all()
 
 import time  # noqa: E402
 
+import _crawl  # noqa: E402
 import gevent.pool  # noqa: E402
 import gevent.queue  # noqa: E402
 import requests  # noqa: E402
 from requests.adapters import HTTPAdapter  # noqa: E402
-
-import _crawl  # noqa: E402
 
 
 def main() -> None:

@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _crawl
 import redis
+from _procs import PrivateRedis
 from scrapy.crawler import CrawlerProcess
 from scrapy_redis.spiders import RedisSpider
-
-import _crawl
-from _procs import PrivateRedis
 from scrapy_spider import COUNTS, JsonLinesPipeline
 
 

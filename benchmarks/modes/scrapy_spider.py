@@ -12,11 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import _crawl
 import orjson
 import scrapy
 from scrapy.crawler import CrawlerProcess
-
-import _crawl
 
 COUNTS = {"pages": 0, "errors": 0}
 

@@ -11,9 +11,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
-
 import _crawl
+import requests
 
 args = _crawl.arguments(__doc__, threads=(int, 64, "worker threads"))
 local = threading.local()

@@ -95,6 +95,9 @@ async def _work(client: aioredis.Redis, settings: Settings, url: str) -> tuple[i
 
 
 def run(args: argparse.Namespace) -> int:
+    from workers.startup import warm  # noqa: PLC0415
+
+    warm()  # the workers' forkserver imports the hot path during coordinate (issue 15)
     import sys  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 

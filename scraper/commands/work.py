@@ -54,6 +54,9 @@ async def coordinated_base_url(client: aioredis.Redis, settings: Settings, expli
 
 
 def run(args: argparse.Namespace) -> int:
+    from workers.startup import warm  # noqa: PLC0415
+
+    warm()  # the workers' forkserver imports the hot path while we read settings (issue 15)
     import uvloop  # noqa: PLC0415
 
     from scraper.commands import common  # noqa: PLC0415
