@@ -179,7 +179,13 @@ async def _coordinated_base_url(settings: Settings, url: str, explicit: bool) ->
         await client.aclose()
     if stored and stored.decode() != settings.target.base_url:
         log.info("using base URL %s stored by the coordinator", stored.decode())
-        return replace(settings, target=replace(settings.target, base_url=stored.decode()))
+        # The login cookie stays bound to the configured host (issue 10/12).
+        host = settings.http.cookie_host or urlparse(settings.target.base_url).hostname or ""
+        return replace(
+            settings,
+            target=replace(settings.target, base_url=stored.decode()),
+            http=replace(settings.http, cookie_host=host),
+        )
     return settings
 
 

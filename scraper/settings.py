@@ -43,10 +43,16 @@ class RedisSettings:
 class HttpSettings:
     timeout_s: float = 20.0
     connect_timeout_s: float = 5.0
-    user_agent: str = "Mozilla/5.0 (X11; Linux x86_64) scraper/0.1"
+    # A browser's User-Agent: the service answers -352 (risk control) to anything else.
+    user_agent: str = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+    )
     referer: str = "https://www.bilibili.com"
-    cookie: str = ""  # secret: from SCRAPER_COOKIE, never logged
+    cookie: str = ""  # secret: from SCRAPER_COOKIE (SESSDATA=...), never logged
     cookie_file: str = ""  # or a path to a file holding the cookie
+    # The only host the login cookie is sent to (over https; loopback always):
+    # empty = the host of the target's configured base_url, never one read from Redis.
+    cookie_host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,12 @@ class TargetSettings:
     min_rate: float = 0.5  # AIMD never cuts below this
     ban_cooldown_s: float = 60.0  # cooldown after a ban signal without Retry-After
     simulate: str = "auto"  # auto | always | never: fall back to the bundled simulator
+    root_paging: str = "cursor"  # cursor (every root, a chain per video) | legacy (page numbers, capped)
+    # fetched / announced comments a video needs to count as complete (the
+    # service's counts include a few comments nobody can see).
+    complete_ratio: float = 0.98
+    credential_retries: int = 10  # -403/-352 retries of one page after a renewal, apart from max_attempts
+    credential_retry_s: float = 0.5  # delay of such a retry (-352 also cools the limiter down)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +259,10 @@ def _validate(settings: Settings) -> None:
         raise UserError(f"max_attempts must be at least 1, got {worker.max_attempts}")
     if settings.target.simulate not in ("auto", "always", "never"):
         raise UserError(f"simulate must be auto, always or never, got {settings.target.simulate!r}")
+    if settings.target.root_paging not in ("cursor", "legacy"):
+        raise UserError(f"root_paging must be cursor or legacy, got {settings.target.root_paging!r}")
+    if not 0.0 < settings.target.complete_ratio <= 1.0:
+        raise UserError(f"complete_ratio must be in (0, 1], got {settings.target.complete_ratio}")
     if settings.log.format not in ("text", "json"):
         raise UserError(f"log format must be text or json, got {settings.log.format!r}")
     if settings.target.page_window < 1:

@@ -26,11 +26,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from scraper.errors import PageError, PageUnavailable, Throttled
+from scraper.ledger import dead_delta, failure_delta
 from scraper.queue import Entry, SettleBatch, TaskQueue, now_ms
 from scraper.ratelimit import Limiter, NullLimiter
 from scraper.settings import Settings
+from scraper.settle import Outcome
 from scraper.sinks import JsonlSink
-from scraper.targets.base import SiteAdapter
+from scraper.targets.base import CredentialsRejected, Request, SiteAdapter
 from scraper.tasks import Task
 from workers.fetch import fetch
 from workers.heartbeat import Heartbeat, prune_consumers
@@ -131,9 +133,8 @@ class Consumer:
             await self._slot_freed.wait()
 
     def _release(self, tasks: list[Task], entry_ids: list[bytes]) -> None:
-        batch = self.pending
-        batch.releases.extend(tasks)
-        batch.acks.extend(entry_ids)
+        for task, entry_id in zip(tasks, entry_ids, strict=True):
+            self.pending.release(entry_id, task)
 
     # ---- claiming --------------------------------------------------------
 
@@ -176,62 +177,73 @@ class Consumer:
 
     async def _process(self, entry_id: bytes, task: Task) -> None:
         started = time.perf_counter()
+        request: Request | None = None
         try:
-            body = await self._fetch(task)
+            request = await self.adapter.request(task)
+            body = await self._fetch(request)
             result = self.adapter.parse(task, body)
         except PageError as exc:
             self.telemetry.request(time.perf_counter() - started, exc.reason)
+            if isinstance(exc, CredentialsRejected):  # -403/-352: renewed once, centrally
+                await self.adapter.renew(request, exc)
             await self._failed(entry_id, task, exc)
             return
         self.telemetry.request(time.perf_counter() - started, "ok")
         self.limiter.on_success()
-        batch = self.pending  # the settler may have swapped it while we awaited
         if result.records:
             self.sink.write(result.records)
-        batch.followups.extend(result.followups)
-        batch.acks.append(entry_id)
-        batch.counters["pages_done"] += 1
-        batch.counters["comments"] += len(result.records)
+        outcome = Outcome(entry_id, task, result.followups, len(result.records), ledger=result.ledger)
+        outcome.counters.update(pages_done=1, comments=len(result.records))
+        self.pending.add(outcome)  # the settler may have swapped the batch while we awaited
         self.pages_done += 1
 
-    async def _fetch(self, task: Task) -> bytes:
+    async def _fetch(self, request: Request) -> bytes:
         if self._unlimited:  # no limiter round trips at all on the hot path
-            return await fetch(self.session, self.adapter.url(task))
+            return await fetch(self.session, request.url, request.headers)
         async with self.limiter.slot():  # cluster-wide in-flight cap (no-op when off)
             await self._redis_retry(self.limiter.acquire)
-            return await fetch(self.session, self.adapter.url(task))
+            return await fetch(self.session, request.url, request.headers)
 
     async def _failed(self, entry_id: bytes, task: Task, exc: PageError) -> None:
         # Every change to the batch happens before the first await: the
         # settler swaps batches while we wait, and a retry appended to an
         # already-settled batch would be lost.
-        batch = self.pending
-        batch.acks.append(entry_id)
+        outcome = self.pending.add(Outcome(entry_id, task))
         if isinstance(exc, PageUnavailable):
-            batch.final.append(_record(task, self.name, kind=exc.kind, error=str(exc)))
-            batch.counters[f"final:{exc.kind}"] += 1
-            batch.counters["pages_final"] += 1
+            outcome.final = _record(task, self.name, kind=exc.kind, error=str(exc))
+            outcome.ledger = failure_delta(task, exc)
+            outcome.counters[f"final:{exc.kind}"] += 1
+            outcome.counters["pages_final"] += 1
             return
         attempts = task.attempt + 1
-        if attempts >= self.worker.max_attempts:
-            self._dead(task, exc.reason, str(exc), attempts)
+        target = self.settings.target
+        if isinstance(exc, CredentialsRejected) and task.renewals < target.credential_retries:
+            # Not the page's fault: retry soon with the renewed credential, no attempt spent.
+            delay = target.credential_retry_s * (0.5 + random.random())
+            outcome.retry_task, outcome.retry_due_ms = task.renewed(), now_ms() + int(delay * 1000)
+            outcome.counters[f"retries:{exc.reason}"] += 1
+            outcome.counters["retries"] += 1
+        elif attempts >= self.worker.max_attempts:
+            self._dead(outcome, exc.reason, str(exc), attempts)
         else:
             delay = self._backoff_s(attempts, exc)
-            batch.retries.append((task.retried(), now_ms() + int(delay * 1000)))
-            batch.counters[f"retries:{exc.reason}"] += 1
-            batch.counters["retries"] += 1
-        if isinstance(exc, Throttled):
-            batch.counters["bans"] += 1
+            outcome.retry_task, outcome.retry_due_ms = task.retried(), now_ms() + int(delay * 1000)
+            outcome.counters[f"retries:{exc.reason}"] += 1
+            outcome.counters["retries"] += 1
+        cooldown = isinstance(exc, CredentialsRejected) and exc.cooldown
+        if isinstance(exc, Throttled) or cooldown:
+            outcome.counters["bans"] += 1
             log.warning("%s: throttled (%s) on %s", self.name, exc, task.fingerprint)
             try:
-                await self.limiter.on_throttle(exc.retry_after_s)
+                await self.limiter.on_throttle(getattr(exc, "retry_after_s", None))
             except REDIS_DOWN as redis_exc:  # the page is already rescheduled; the next ban tells the limiter
                 log.warning("%s: could not record the ban in Redis: %s", self.name, redis_exc)
 
-    def _dead(self, task: Task, reason: str, error: str, attempts: int) -> None:
-        batch = self.pending
-        batch.dead.append(_record(task, self.name, reason=reason, error=error, attempts=attempts))
-        batch.counters["dead"] += 1
+    def _dead(self, outcome: Outcome, reason: str, error: str, attempts: int) -> None:
+        task = outcome.task
+        outcome.dead = _record(task, self.name, reason=reason, error=error, attempts=attempts)
+        outcome.ledger = dead_delta(task, reason, attempts)
+        outcome.counters["dead"] += 1
         log.warning("%s: dead letter %s after %d attempts: %s", self.name, task.fingerprint, attempts, error)
 
     def _backoff_s(self, attempts: int, exc: PageError) -> float:
@@ -287,8 +299,8 @@ class Consumer:
             if deliveries > self.worker.max_attempts:
                 # Delivered again and again, never settled: a page that kills
                 # its worker. Park it rather than crash every consumer in turn.
-                self.pending.acks.append(entry_id)
-                self._dead(task, "poison", f"delivered {deliveries} times without settling", deliveries)
+                poison = self.pending.add(Outcome(entry_id, task))
+                self._dead(poison, "poison", f"delivered {deliveries} times without settling", deliveries)
                 continue
             self.local.put_nowait((entry_id, task))
         await self._cleanup_consumers()
