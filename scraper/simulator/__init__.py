@@ -7,15 +7,17 @@ optional latency, injected faults and a per-client rate limit.
 
 from scraper.simulator.app import (
     RunningSimulator,
-    SimulatorOptions,
     build_app,
     run_simulator,
     start_simulator,
 )
-from scraper.simulator.corpus import Corpus, SimVideo
+from scraper.simulator.corpus import Corpus, RootRef, SimVideo
+from scraper.simulator.options import PROFILES, SimulatorOptions
 
 __all__ = [
+    "PROFILES",
     "Corpus",
+    "RootRef",
     "RunningSimulator",
     "SimVideo",
     "SimulatorOptions",
