@@ -97,23 +97,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("simulate", help="serve the bundled comment-API simulator")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8088)
-    p.add_argument("--videos", type=int, default=24)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8088, help="port to listen on (0 = any free port)")
+    p.add_argument("--videos", type=int, default=24, help="videos in the corpus")
     p.add_argument("--comments", type=int, default=5000, help="total comments (roots + replies)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--latency-ms", type=float, default=0.0)
-    p.add_argument("--max-page", type=int, default=0, help="depth cap: deeper pages answer code -400")
+    p.add_argument("--seed", type=int, default=1, help="the corpus, faults and WBI keys derive from it")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="added to every API response")
+    p.add_argument(
+        "--profile",
+        choices=["real", "legacy-open"],
+        default="real",
+        help="real: like the service (WBI, buvid3, login gating, depth cap); legacy-open: every gate off",
+    )
+    p.add_argument("--session", default="", help="the SESSDATA cookie value accepted as logged in (default: none)")
+    p.add_argument(
+        "--key-rotate-s", type=float, default=86400.0, help="WBI keys change every this many seconds (0 = never)"
+    )
+    p.add_argument(
+        "--max-page",
+        type=int,
+        default=None,
+        help="legacy depth cap: deeper pages answer code -400 (0 = none; default 250 real, 0 legacy-open)",
+    )
     p.add_argument("--write-videos", help="write the corpus's video list to this file")
     for fault in ("fail", "truncate", "bad-json", "slow", "reset"):
         p.add_argument(f"--{fault}-rate", type=float, default=0.0, help=f"share of requests that get the {fault} fault")
-    p.add_argument("--slow-ms", type=float, default=3000.0)
+    p.add_argument("--slow-ms", type=float, default=3000.0, help="how long the slow fault waits")
     p.add_argument("--rate-limit", type=float, default=0.0, help="per-client requests/s before a ban")
-    p.add_argument("--rate-burst", type=int, default=5)
-    p.add_argument("--ban-seconds", type=float, default=10.0)
-    p.add_argument("--ban-shape", choices=["html", "json", "mixed"], default="mixed")
-    p.add_argument("--throttle-status", type=int, choices=[412, 429], default=412)
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--rate-burst", type=int, default=5, help="requests a client may send at once")
+    p.add_argument("--ban-seconds", type=float, default=10.0, help="how long a client over the limit is banned")
+    p.add_argument(
+        "--ban-shape", choices=["html", "json", "mixed"], default="mixed", help="HTTP 412 page, JSON -412, or in turn"
+    )
+    p.add_argument(
+        "--throttle-status", type=int, choices=[412, 429], default=412, help="412: ban; 429: Retry-After, no ban"
+    )
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
 
     p = sub.add_parser("stats", help="queue depth, in flight, progress, rates, consumers")
     _common(p, target="optional")
