@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -16,6 +17,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from scraper.cli import build_parser
 from scraper.simulator import (
     Corpus,
     SimulatorOptions,
@@ -24,6 +26,7 @@ from scraper.simulator import (
 from scraper.simulator.app import SIMULATOR_KEY
 from scraper.videos import read_video_list
 from tests.conftest import free_port
+from tests.helpers import cli_env, run_cli, simulator
 from tests.test_simulator_kit import (
     get_json,
     serving,
@@ -254,7 +257,8 @@ def test_run_simulator_prints_its_address_and_stops_on_sigterm(tmp_path: Path) -
         line = proc.stdout.readline()
         corpus = Corpus.generate(seed=2, videos=6, comments=800)
         assert line.strip() == (
-            f"simulator listening on http://127.0.0.1:{port} (6 videos, 800 comments, {corpus.expected_pages()} pages, profile real)"
+            f"simulator listening on http://127.0.0.1:{port} "
+            f"(6 videos, 800 comments, {corpus.expected_pages()} pages, profile real)"
         )
         assert [v.aid for v in read_video_list(videos).videos] == [v.aid for v in corpus.videos]
 
@@ -292,3 +296,37 @@ async def test_build_app_serves_the_same_api_and_admin_is_not_counted() -> None:
         async with client.post("/_sim/reset") as response:
             assert response.status == 200
         assert app[SIMULATOR_KEY].stats_dict()["requests"] == 0
+
+
+def test_scraper_simulate_flags_reach_the_simulator(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    help_run = run_cli(["simulate", "--help"], env)
+    assert help_run.returncode == 0
+    for flag in ("--profile {real,legacy-open}", "--session SESSION", "--key-rotate-s", "--max-page"):
+        assert flag in help_run.stdout
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    undocumented = [a.dest for a in subparsers.choices["simulate"]._actions if not a.help]
+    assert undocumented == []  # every option says what it does
+    args = ["--seed", "4", "--videos", "5", "--comments", "400", "--session", "cli-session", "--key-rotate-s", "0"]
+    with simulator(env, *args) as url:
+
+        async def probe() -> tuple[Any, Any, Any]:
+            async with session(headers={"Cookie": "SESSDATA=cli-session"}) as client:
+                nav = await get_json(client, url + "/x/web-interface/nav")
+                keys = await get_json(client, url + "/_sim/keys")
+                aid = Corpus.generate(seed=4, videos=5, comments=400).videos[3].aid
+                page2 = await get_json(client, f"{url}/x/v2/reply?type=1&oid={aid}&pn=2&ps=20&sort=0")
+                return nav, keys, page2
+
+        nav, keys, page2 = asyncio.run(probe())
+    assert nav["code"] == 0 and nav["data"]["isLogin"] is True
+    assert keys["rotate_s"] == 0
+    assert page2["code"] == 0 and page2["data"]["page"]["num"] == 2  # logged in: not the empty page
+    with simulator(env, "--seed", "4", "--videos", "5", "--comments", "400", "--profile", "legacy-open") as url:
+
+        async def unsigned() -> Any:
+            async with session() as client:
+                aid = Corpus.generate(seed=4, videos=5, comments=400).videos[3].aid
+                return await get_json(client, f"{url}/x/v2/reply/wbi/main?type=1&oid={aid}&mode=2")
+
+        assert asyncio.run(unsigned())["code"] == 0

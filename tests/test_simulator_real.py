@@ -21,7 +21,10 @@ from tests.test_simulator_kit import (
     signed_cursor,
 )
 
-CORPUS_ARGS = {"seed": 11, "videos": 8, "comments": 3000}
+
+def small_corpus() -> Corpus:
+    """8 videos: closed, empty, missing, a long pinned thread, a deleted root (12022)."""
+    return Corpus.generate(seed=11, videos=8, comments=3000)
 
 
 async def keys_of(client: aiohttp.ClientSession, base: str) -> tuple[str, str]:
@@ -109,7 +112,7 @@ async def crawl(client: aiohttp.ClientSession, base: str, corpus: Corpus, *, mod
 
 
 async def test_nav_spi_and_home_hand_out_keys_and_device_cookies() -> None:
-    corpus = Corpus.generate(**CORPUS_ARGS)
+    corpus = small_corpus()
     async with serving(corpus, session=SESSION) as sim, session() as client:
         keys = await get_json(client, sim.url + "/_sim/keys")
         nav = await get_json(client, sim.url + "/x/web-interface/nav")
@@ -132,7 +135,7 @@ async def test_nav_spi_and_home_hand_out_keys_and_device_cookies() -> None:
 
 
 async def test_wbi_signature_is_checked_and_keys_rotate() -> None:
-    corpus = Corpus.generate(**CORPUS_ARGS)
+    corpus = small_corpus()
     oid = corpus.videos[3].aid
     async with serving(corpus, session=SESSION, key_rotate_s=0) as sim, session(headers=LOGGED_IN) as client:
         base = sim.url
@@ -171,7 +174,7 @@ async def test_keys_follow_the_clock_and_the_seed() -> None:
 
 
 async def test_risk_control_without_buvid3_or_with_a_non_browser_agent() -> None:
-    corpus = Corpus.generate(**CORPUS_ARGS)
+    corpus = small_corpus()
     oid = corpus.videos[3].aid
     async with serving(corpus, session=SESSION) as sim, session() as client:
         keys = await keys_of(client, sim.url)
@@ -188,7 +191,7 @@ async def test_risk_control_without_buvid3_or_with_a_non_browser_agent() -> None
 
 
 async def test_without_login_only_a_sliver_is_visible() -> None:
-    corpus = Corpus.generate(**CORPUS_ARGS)
+    corpus = small_corpus()
     video = max(corpus.videos, key=lambda v: v.roots)
     ref, _ = next((r, p) for r, p in corpus.threads(video) if p > 1 and not r.gone)
     for cookie, sees_all in (
@@ -221,7 +224,7 @@ async def test_without_login_only_a_sliver_is_visible() -> None:
 
 
 async def test_a_complete_cursor_crawl_gets_every_comment_in_the_fewest_requests() -> None:
-    corpus = Corpus.generate(**CORPUS_ARGS)
+    corpus = small_corpus()
     assert any(v.has_pinned and v.pinned_replies > 20 for v in corpus.videos)
     async with serving(corpus, session=SESSION) as sim, session(headers=LOGGED_IN) as client:
         rpids, requests = await crawl(client, sim.url, corpus)
@@ -235,7 +238,7 @@ async def test_a_complete_cursor_crawl_gets_every_comment_in_the_fewest_requests
 
 
 async def test_hot_mode_pages_reach_every_root_too() -> None:
-    corpus = Corpus.generate(**CORPUS_ARGS)
+    corpus = small_corpus()
     async with serving(corpus, session=SESSION) as sim, session(headers=LOGGED_IN) as client:
         keys = await keys_of(client, sim.url)
         for video in corpus.videos[3:]:
@@ -261,7 +264,7 @@ async def test_legacy_depth_cap_is_on_by_default() -> None:
 
 
 async def test_legacy_open_profile_has_no_gates() -> None:
-    corpus = Corpus.generate(**CORPUS_ARGS)
+    corpus = small_corpus()
     oid = corpus.videos[3].aid
     async with serving(corpus, profile="legacy-open") as sim, session() as client:
         unsigned = await get_json(client, f"{sim.url}/x/v2/reply/wbi/main?oid={oid}&type=1&mode=2")
