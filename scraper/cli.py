@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="live dashboard, refreshed every second")
     p.add_argument("--frames", type=int, default=0, help=argparse.SUPPRESS)  # bound --watch (tests)
 
+    p = sub.add_parser("report", help="per video: complete, incomplete (and why), closed, deleted or pending")
+    _common(p, target=True)
+    p.add_argument("--json", action="store_true", help='{"videos": [...], "summary": {status: count}}')
+
     p = sub.add_parser("dead", help="list, requeue or purge dead letters")
     _common(p, target=True)
     dead = p.add_subparsers(dest="dead_command", required=True, parser_class=Parser)

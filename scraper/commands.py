@@ -113,6 +113,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "run": cmd_run,
         "simulate": cmd_simulate,
         "stats": cmd_stats,
+        "report": cmd_report,
         "dead": cmd_dead,
         "health": cmd_health,
         "exporter": cmd_exporter,
@@ -234,30 +235,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from scraper.export import export  # noqa: PLC0415
     from scraper.progress import show_progress  # noqa: PLC0415
     from scraper.reachability import reachable  # noqa: PLC0415
+    from scraper.report import build_report, render_summary  # noqa: PLC0415
     from workers.supervisor import supervise  # noqa: PLC0415
 
     settings = _absolute_output(_settings(args))
     _check_base_url(settings.target.base_url)
     videos = load_videos(settings)
     url = _redis_url(settings)
-    output = Path(args.output or Path(settings.worker.output_dir) / f"{settings.target.name}.jsonl")
 
     async def go() -> int:
         nonlocal settings
         simulator = None
         mode = settings.target.simulate
         if mode == "always" or (mode == "auto" and not await reachable(settings.target.base_url)):
-            from scraper.simulator.app import SimulatorOptions, start_simulator  # noqa: PLC0415
-            from scraper.simulator.corpus import Corpus  # noqa: PLC0415
-
-            corpus = Corpus.for_aids([v.aid for v in videos.videos], seed=1)
-            simulator = await start_simulator(SimulatorOptions(), corpus=corpus)
             why = "as asked" if mode == "always" else f"{settings.target.base_url} is unreachable"
-            print(f"run: {why}: crawling the bundled simulator at {simulator.url}", file=sys.stderr)
-            # The politeness limit is for the real site; the local simulator
-            # is ours to hammer unless the user set a limit on the command line.
-            rate = settings.target.rate_limit if args.rate_limit is not None else 0.0
-            settings = replace(settings, target=replace(settings.target, base_url=simulator.url, rate_limit=rate))
+            simulator, settings = await _simulated_run(settings, videos, why, args.rate_limit is not None)
+        output = Path(args.output or Path(settings.worker.output_dir) / f"{settings.target.name}.jsonl")
         client = await _client(settings, url)
         try:
             summary = await coordinate(client, settings, videos)
@@ -274,6 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 await watcher
             if code != 0:
                 return code
+            document, complete_code = await build_report(client, _keys(settings))
         finally:
             await client.aclose()
             if simulator is not None:
@@ -283,9 +277,48 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"run {settings.target.name}: {result.comments} comments -> {output} "
             f"({result.duplicates} duplicates removed)"
         )
-        return 0
+        print(f"run {settings.target.name}: {render_summary(document['summary'])}")
+        if complete_code != 0:
+            print(f"run {settings.target.name}: see `scraper report --target {settings.target.name}` for why")
+        return complete_code
 
     return uvloop.run(go())
+
+
+SIM_PREFIX = "scraper-sim"  # Redis namespace of simulated crawls: never the real target's keys
+
+
+async def _simulated_run(settings: Settings, videos: Any, why: str, explicit_rate: bool) -> tuple[Any, Settings]:
+    """Start the bundled simulator and point this run at it, in a namespace of its own."""
+    import secrets  # noqa: PLC0415
+
+    from scraper.simulator.app import SimulatorOptions, start_simulator  # noqa: PLC0415
+    from scraper.simulator.corpus import Corpus  # noqa: PLC0415
+
+    session = secrets.token_hex(16)
+    corpus = Corpus.for_aids([v.aid for v in videos.videos], seed=1)
+    simulator = await start_simulator(SimulatorOptions(session=session), corpus=corpus)
+    output_dir = Path(settings.worker.output_dir) / "simulated"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    banner = "=" * 72
+    print(
+        f"{banner}\nSIMULATED DATA: {why}: crawling the bundled simulator at {simulator.url}\n"
+        f"  Redis keys under {SIM_PREFIX}:*, output under {output_dir}\n"
+        "  the crawler logs in with the simulator's own session cookie (SESSDATA), not yours\n"
+        f"{banner}",
+        file=sys.stderr,
+    )
+    # The politeness limit is for the real site; the local simulator is ours
+    # to hammer unless the user set a limit on the command line.
+    rate = settings.target.rate_limit if explicit_rate else 0.0
+    settings = replace(
+        settings,
+        target=replace(settings.target, base_url=simulator.url, rate_limit=rate),
+        redis=replace(settings.redis, key_prefix=SIM_PREFIX),
+        worker=replace(settings.worker, output_dir=str(output_dir)),
+        http=replace(settings.http, cookie=f"SESSDATA={session}", cookie_file=""),
+    )
+    return simulator, settings
 
 
 # ---- simulate -------------------------------------------------------------
@@ -365,6 +398,22 @@ async def _stats_limiter_host(client: Any, settings: Settings, keys: TargetKeys)
     return urlparse(base_url).netloc or None  # its limiter shows when the workers use one
 
 
+# ---- report ---------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from scraper.report import build_report, render  # noqa: PLC0415
+
+    settings = _settings(args)
+
+    async def go(client: Any) -> int:
+        document, code = await build_report(client, _keys(settings))
+        print(orjson.dumps(document).decode() if args.json else render(document))
+        return code
+
+    return _with_redis(settings, _redis_url(settings), go)
+
+
 # ---- dead -----------------------------------------------------------------
 
 
@@ -438,7 +487,9 @@ def cmd_reset(args: argparse.Namespace) -> int:
                 f"reset {keys.target}: {len(live)} workers are running (e.g. {live[0]['name']}); "
                 "stop them first or pass --force"
             )
-        deleted = await client.delete(*keys.all())
+        from scraper.ledger import delete_ledgers  # noqa: PLC0415
+
+        deleted = await client.delete(*keys.all()) + await delete_ledgers(client, keys)
         await client.srem(target_index_key(keys.prefix), keys.target)
         print(f"reset {keys.target}: {deleted} keys deleted; output shards under the output dir are untouched")
         return 0

@@ -36,7 +36,7 @@ STATUSES = ("complete", "incomplete", "closed", "deleted", "pending")
 DONE_STATUSES = ("complete", "closed", "deleted")
 REASONS = {
     "login": "login required: {fetched:,} of {expected:,} comments visible",
-    "login_thread": "login required: {fetched:,} of {expected:,} comments fetched ({detail})",
+    "login_thread": "login required: {fetched:,} of {expected:,} comments visible ({detail})",
     "short": "the service showed {fetched:,} of {expected:,} comments",
     "thread_short": "{fetched:,} of {expected:,} comments fetched ({detail})",
     "depth_cap": "legacy paging depth reached: {fetched:,} of {expected:,} comments ({detail})",

@@ -144,7 +144,10 @@ local function ledger(L, o)
     if o.d == 1 and redis.call('HINCRBY', L, p .. ':o', -1) <= 0 then
       local e = tonumber(redis.call('HGET', L, p .. ':e') or '0')
       local g = tonumber(redis.call('HGET', L, p .. ':g') or '0')
-      if not o.tg and g < e - math.floor(e * (1 - ratio)) and redis.call('HEXISTS', L, 'reason') == 0 then
+      if o.tg then
+        -- the root was deleted: its announced replies no longer exist anywhere
+        if e > g and redis.call('HEXISTS', L, 'expected') == 1 then redis.call('HINCRBY', L, 'expected', g - e) end
+      elseif g < e - math.floor(e * (1 - ratio)) and redis.call('HEXISTS', L, 'reason') == 0 then
         redis.call('HSET', L, 'reason', o.tc, 'detail',
           string.format('thread %d: %d of %d replies', o.r, g, e))
       end

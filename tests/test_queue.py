@@ -172,7 +172,7 @@ async def test_a_short_thread_or_a_dead_page_leaves_the_video_incomplete(client:
     )
     states = {s.oid: s for s in await read_videos(client, KEYS)}
     assert states[1].status == "incomplete"
-    assert states[1].reason == "login required: 21 of 31 comments fetched (thread 50: 20 of 30 replies)"
+    assert states[1].reason == "login required: 21 of 31 comments visible (thread 50: 20 of 30 replies)"
     assert states[2].status == "incomplete"
     assert states[2].reason.startswith("a page failed for good: 20 of 100 comments (cursor:2:0:2 failed 5 times")
     assert summarize(list(states.values()))["incomplete"] == 2
