@@ -12,7 +12,8 @@
   "likes": {"<rpid>": like}}``, answer ``{"ok": true, "added": {"videos":
   {"<aid>": {"roots": [rpid...], "replies": {"<root>": [rpid...]}}}, "likes":
   {...}, "rpids": [every added rpid]}}``; a bad request answers 400 and
-  changes nothing.
+  changes nothing. Replies go to roots that exist before the call (a root
+  added in the same call takes replies in a second call).
 """
 
 from __future__ import annotations
