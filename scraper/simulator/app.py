@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from scraper.simulator.admin import Admin
-from scraper.simulator.api import JSON, NOT_FOUND, Answer, Api, BadRequest, Caller, params_of
+from scraper.simulator.api import JSON, NOT_FOUND, Answer, Api, BadRequest, Caller, PageCache, params_of
 from scraper.simulator.corpus import Corpus
 from scraper.simulator.faults import Fault, FaultPlan, RateLimiter, retry_after_header
 from scraper.simulator.options import SimulatorOptions
@@ -89,7 +89,7 @@ class Simulator:
         self.admin = Admin(self)
 
     @property
-    def cache(self) -> Any:
+    def cache(self) -> PageCache:
         return self.api.cache
 
     def warm(self) -> int:
