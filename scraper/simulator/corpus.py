@@ -282,11 +282,15 @@ class Corpus:
             rpids.update(self.video_rpids(video))
         return rpids
 
-    def threads(self, video: SimVideo, *, reachable: int | None = None) -> list[tuple[RootRef, int]]:
+    def threads(
+        self, video: SimVideo, *, reachable: int | None = None, fan_out: bool = False
+    ) -> list[tuple[RootRef, int]]:
         """(root, reply pages to request) of every thread its preview does not hold.
 
         The pinned thread first, then the listed roots in list order (the first
-        ``reachable`` of them). A deleted root costs one request (its 12022).
+        ``reachable`` of them). A deleted root costs one request (its 12022),
+        or with ``fan_out`` every page its rcount promises (a crawler that
+        enqueues all of a thread's pages at once asks for each of them).
         """
         if video.state != "ok":
             return []
@@ -299,7 +303,7 @@ class Corpus:
             found = [
                 (
                     RootRef(video.root_rpid(i), 0, video.reply_rpid(i, 0), rcounts[i], i in gone),
-                    1 if i in gone else ceil_div(rcounts[i], ps),
+                    1 if i in gone and not fan_out else ceil_div(rcounts[i], ps),
                 )
                 for i in range(count)
                 if rcounts[i] > PREVIEW_SIZE
@@ -313,7 +317,7 @@ class Corpus:
         for ref in refs:
             rcount = self.rcount(video, ref)
             if rcount > PREVIEW_SIZE:
-                out.append((ref, 1 if ref.gone else ceil_div(rcount, self.page_size)))
+                out.append((ref, 1 if ref.gone and not fan_out else ceil_div(rcount, self.page_size)))
         return out
 
     def minimal_requests(self, *, bootstrap: int = BOOTSTRAP_REQUESTS) -> int:
@@ -354,8 +358,12 @@ class Corpus:
         return pages
 
     def reply_threads(self, video: SimVideo) -> list[tuple[RootRef, int]]:
-        """(root, reply pages) of every thread a legacy crawl reaches whose preview is incomplete."""
-        return self.threads(video, reachable=self.reachable_roots(video))
+        """(root, reply pages) of every thread a legacy crawl reaches whose preview is incomplete.
+
+        Every page of each (a legacy crawl fans a thread's pages out from the
+        list page), a deleted root's included: they all answer 12022.
+        """
+        return self.threads(video, reachable=self.reachable_roots(video), fan_out=True)
 
     def expected_rpids(self) -> set[int]:
         """What a complete legacy crawl returns (all of ``all_rpids`` when there is no cap)."""
