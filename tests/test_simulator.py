@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,34 @@ def test_for_aids_makes_every_video_ok() -> None:
     assert corpus.video(170001).bvid == "BV17x411w7KC"  # type: ignore[union-attr]
     assert corpus.expected_comment_count() == 3 * 150
     assert corpus.video(3) is None
+
+
+def test_pinned_threads_deleted_roots_and_the_fewest_requests() -> None:
+    corpus = Corpus.generate(seed=11, videos=8, comments=3000)
+    pinned = [v for v in corpus.videos if v.has_pinned]
+    assert pinned and pinned[0].pinned_replies > 20  # the first pinned thread spans several reply pages
+    for video in pinned:
+        rpids = corpus.video_rpids(video)
+        thread = set(range(video.pinned_rpid, video.pinned_rpid + 1 + video.pinned_replies))
+        assert thread <= rpids and video.pinned_rpid == min(rpids)
+        assert corpus.root(video, video.pinned_rpid).pinned  # type: ignore[union-attr]
+        assert video.pinned_rpid not in {corpus.list_rpid(video, p) for p in range(corpus.list_len(video))}
+    gone = corpus.videos[4]
+    (index,) = gone.gone_threads
+    assert gone.rcounts[index] > 20
+    first = gone.reply_rpid(index, 0)
+    assert gone.root_rpid(index) in corpus.video_rpids(gone)
+    assert corpus.video_rpids(gone).isdisjoint(range(first, first + gone.rcounts[index]))
+    # 2 bootstrap requests + cursor pages per video + reply pages of threads longer than their preview
+    by_hand = 2
+    for video in corpus.videos:
+        by_hand += max(1, math.ceil(video.roots / 20)) if video.state == "ok" else 1
+        if video.pinned_replies > 3:
+            by_hand += math.ceil(video.pinned_replies / 20)
+        for i, rcount in enumerate(video.rcounts):
+            if rcount > 3:
+                by_hand += 1 if i in video.gone_threads else math.ceil(rcount / 20)
+    assert corpus.minimal_requests() == by_hand
+    plain = Corpus.generate(seed=11, videos=8, comments=3000, pinned=False)
+    assert not any(v.has_pinned or v.gone_threads for v in plain.videos)
+    assert plain.all_rpids() == plain.expected_rpids() and len(plain.all_rpids()) == 3000
