@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scraper.simulator import (
-    Corpus,
-)
+from scraper.simulator import Corpus
 from scraper.videos import parse_video_ref, read_video_list
-
-REPO = Path(__file__).resolve().parent.parent
-
 
 # -- the corpus -------------------------------------------------------------------
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scraper.simulator import (
-    Corpus,
-)
+from scraper.simulator import Corpus
 from tests.test_simulator_kit import (
     LOGGED_IN,
     SESSION,
@@ -21,9 +18,6 @@ from tests.test_simulator_kit import (
     serving,
     session,
 )
-
-REPO = Path(__file__).resolve().parent.parent
-
 
 # -- crawling ---------------------------------------------------------------------
 
