@@ -194,8 +194,8 @@ class Api:
             return Answer(200, -400, _MAX_OFFSET)
         if pn > 1 and not self._sees_all(caller):
             return Answer(200, 0, self.pages.legacy_hidden(video))
-        key = (0, video.aid, self._version(video), pn, ps)
-        return Answer(200, 0, self._cached(key, self.pages.legacy, video, pn, ps))
+        start = (pn - 1) * ps
+        return Answer(200, 0, self.pages.legacy(video, pn, ps, self._listed(video, start, start + ps)))
 
     def thread(self, params: dict[str, str], caller: Caller) -> Answer:
         oid, pn, ps = _comment_params(params)
@@ -234,8 +234,7 @@ class Api:
             key: tuple[int, ...] = (4, video.aid, self._version(video), mode, first)
             return Answer(200, 0, self._cached(key, self._logged_out, video, mode, first=first))
         if mode == 2:
-            key = (2, video.aid, self._version(video), offset)
-            return Answer(200, 0, self._cached(key, self.newest_page, video, offset))
+            return Answer(200, 0, self.newest_page(video, offset))
         key = (3, video.aid, self._version(video), offset)
         return Answer(200, 0, self._cached(key, self.hot_page, video, offset))
 
@@ -259,12 +258,21 @@ class Api:
             raise BadRequest("pagination_str")
         return value
 
+    def _listed(self, video: SimVideo, start: int, stop: int) -> bytes:
+        """Listed roots ``start``..``stop``, rendered once for legacy and cursor pages alike.
+
+        Only these runs of comments are cached, not whole bodies: the envelope
+        is a cheap ``bytes %`` per request, and a crawl that mixes legacy pages
+        with the cursor chain (both 20 roots at multiples of 20) needs one copy.
+        """
+        return self._cached((5, video.aid, self._version(video), start, stop), self.renderer.listed, video, start, stop)
+
     def newest_page(self, video: SimVideo, cursor: int) -> bytes:
         corpus = self.corpus
         ps = corpus.page_size
         start = 0 if cursor == 0 else corpus.list_position(video, cursor)
         stop = min(start + ps, corpus.list_len(video))
-        replies = self.renderer.listed(video, start, stop)
+        replies = self._listed(video, start, start + ps)
         last = corpus.list_rpid(video, stop - 1) if stop > start else 0
         more = stop < corpus.list_len(video)
         return self.pages.cursor(
@@ -313,13 +321,12 @@ class Api:
     # -- warming ------------------------------------------------------------------------
 
     def warm(self) -> int:
-        """Render every page a complete logged-in crawl asks for into the cache; returns how many.
+        """Render every run of roots and every thread page a complete crawl asks for; returns how many.
 
         A crawl asks for each page about once, so without this every request
         pays a first render plus fresh memory (measured: ~270 us of server CPU
-        per request instead of ~120 us). The "real" profile warms the mode-2
-        cursor chains, "legacy-open" the legacy pages; both the threads.
-        Stops when the cache is full.
+        per request instead of ~120 us). Runs of 20 roots serve legacy and
+        mode-2 cursor pages alike. Stops when the cache is full.
         """
         corpus = self.corpus
         ps = corpus.page_size
@@ -327,29 +334,19 @@ class Api:
         for video in corpus.videos:
             if video.state != "ok":
                 continue
-            if self.hostile:
-                cursor = 0
-                while not self.cache.full:
-                    self._cached((2, video.aid, 0, cursor), self.newest_page, video, cursor)
-                    warmed += 1
-                    stop = (0 if cursor == 0 else corpus.list_position(video, cursor)) + ps
-                    if stop >= corpus.list_len(video):
-                        break
-                    cursor = corpus.list_rpid(video, stop - 1)
-            else:
-                for pn in range(1, -(-corpus.reachable_roots(video) // ps) + 1):
-                    if self.cache.full:
-                        return warmed
-                    self._cached((0, video.aid, 0, pn, ps), self.pages.legacy, video, pn, ps)
-                    warmed += 1
+            for start in range(0, corpus.list_len(video), ps):
+                if self.cache.full:
+                    return warmed
+                self._listed(video, start, start + ps)
+                warmed += 1
             for ref, pages in corpus.threads(video):
                 if ref.gone:
                     continue
+                full_ref = corpus.root(video, ref.rpid)
+                assert full_ref is not None
                 for pn in range(1, pages + 1):
                     if self.cache.full:
                         return warmed
-                    full_ref = corpus.root(video, ref.rpid)
-                    assert full_ref is not None
                     key = (1, video.aid, 0, ref.rpid, pn, ps, False)
                     self._cached(key, self.pages.thread, video, full_ref, pn, ps)
                     warmed += 1

@@ -75,10 +75,8 @@ class Pages:
         ref = self.corpus.pinned(video)
         return None if ref is None else self.renderer.root(video, ref)
 
-    def legacy(self, video: SimVideo, pn: int, ps: int) -> bytes:
-        """``/x/v2/reply`` page ``pn`` (past the end: an empty list)."""
-        start = (pn - 1) * ps
-        replies = self.renderer.listed(video, start, start + ps)
+    def legacy(self, video: SimVideo, pn: int, ps: int, replies: bytes) -> bytes:
+        """``/x/v2/reply`` page ``pn`` around its rendered ``replies`` (past the end: none)."""
         pinned = self._pinned(video) if pn == 1 else None
         corpus = self.corpus
         return _LEGACY % (
