@@ -96,7 +96,7 @@ class TargetSettings:
     # service's counts include a few comments nobody can see).
     complete_ratio: float = 0.98
     credential_retries: int = 10  # -403/-352 retries of one page after a renewal, apart from max_attempts
-    credential_retry_s: float = 0.5  # delay of such a retry (-352 also cools the limiter down)
+    credential_retry_s: float = 0.2  # delay of such a retry (-352 also cools the limiter down)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import aiohttp
 import orjson
 
-from scraper.errors import BadPayload, ConnectionFailed, UserError
+from scraper.errors import BadPayload, ConnectionFailed, PageError, UserError
 from scraper.targets.base import AdapterContext
 from scraper.targets.credentials import SharedCredential
 from scraper.targets.wbi import keys_from_nav
@@ -118,15 +118,20 @@ class Identity:
     async def _fetch_device(self) -> dict[str, str]:
         try:
             payload = await self._get_json("/x/frontend/finger/spi", "")
+        except PageError as exc:
+            spi_error: PageError = exc
+        else:
             data = payload.get("data")
             if isinstance(data, dict) and data.get("b_3"):
                 found = {"buvid3": str(data["b_3"])}
                 if data.get("b_4"):
                     found["buvid4"] = str(data["b_4"])
                 return found
-        except BadPayload:
-            pass
-        return await self._device_from_home()
+            spi_error = BadPayload("/x/frontend/finger/spi without data.b_3", reason="no_device")
+        try:
+            return await self._device_from_home()
+        except PageError:
+            raise spi_error from None  # the first failure says more (a 5xx, a ban) than the fallback's
 
     async def _device_from_home(self) -> dict[str, str]:
         try:
