@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -42,7 +43,7 @@ def _work(env: dict[str, str], common: list[str], out: Path, *extra: str) -> Non
     return None
 
 
-def _report(env: dict[str, str], common: list[str]) -> tuple[int, dict[str, object], str]:
+def _report(env: dict[str, str], common: list[str]) -> tuple[int, dict[str, Any], str]:
     result = run_cli(["report", *common, "--json"], env)
     text = run_cli(["report", *common], env)
     return result.returncode, orjson.loads(result.stdout), result.stdout + result.stderr + text.stdout + text.stderr
@@ -60,7 +61,7 @@ def test_with_the_session_every_comment_while_keys_rotate(tmp_path: Path, redis_
     exported = assert_exported_exactly(tmp_path, common, out, env, corpus.all_rpids())
     code, report, report_text = _report(env, common)
     assert code == 0, report
-    statuses = {row["bvid"]: row["status"] for row in report["videos"]}  # type: ignore[index]
+    statuses = {row["bvid"]: row["status"] for row in report["videos"]}
     assert statuses == {
         v.bvid: {"closed": "closed", "deleted": "deleted"}.get(v.state, "complete") for v in corpus.videos
     }
@@ -83,13 +84,13 @@ def test_without_the_session_the_report_names_login(tmp_path: Path, redis_url: s
         _work(env, common, tmp_path / "out")
     code, report, _ = _report(env, common)
     assert code == 3
-    rows = {row["oid"]: row for row in report["videos"]}  # type: ignore[index]
+    rows = {row["oid"]: row for row in report["videos"]}
     for video in corpus.videos:
         row = rows[video.aid]
         if len(corpus.video_rpids(video)) > 3:
             assert row["status"] == "incomplete", row
             assert str(row["reason"]).startswith("login required: "), row
-    assert report["summary"]["incomplete"] >= 1  # type: ignore[index]
+    assert report["summary"]["incomplete"] >= 1
 
 
 def test_legacy_paging_past_its_depth_is_never_complete(tmp_path: Path, redis_url: str) -> None:
@@ -101,7 +102,7 @@ def test_legacy_paging_past_its_depth_is_never_complete(tmp_path: Path, redis_ur
         _work(env, common, tmp_path / "out")
     code, report, _ = _report(env, common)
     assert code == 3
-    rows = {row["oid"]: row for row in report["videos"]}  # type: ignore[index]
+    rows = {row["oid"]: row for row in report["videos"]}
     deep = [v for v in corpus.videos if v.state == "ok" and v.roots > LEGACY_CAP * 20]
     for video in deep:
         assert rows[video.aid]["status"] == "incomplete"
