@@ -13,7 +13,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple
-from urllib.parse import unquote_plus
 
 import orjson
 
@@ -55,14 +54,6 @@ class Answer(NamedTuple):
     body: bytes
     content_type: str = JSON
     cookies: tuple[tuple[str, str], ...] = ()
-
-
-def params_of(query_string: str) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for part in query_string.split("&"):
-        key, _, value = part.partition("=")
-        params[key] = unquote_plus(value) if "%" in value or "+" in value else value
-    return params
 
 
 def _int(params: dict[str, str], key: str, default: int | None = None) -> int:

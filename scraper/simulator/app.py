@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from scraper.simulator.admin import Admin
-from scraper.simulator.api import JSON, NOT_FOUND, Answer, Api, BadRequest, Caller, PageCache, params_of
+from scraper.simulator.api import JSON, NOT_FOUND, Answer, Api, BadRequest, Caller, PageCache
 from scraper.simulator.corpus import Corpus
 from scraper.simulator.faults import Fault, FaultPlan, RateLimiter, retry_after_header
 from scraper.simulator.options import SimulatorOptions
@@ -140,7 +140,8 @@ class Simulator:
         headers = request.headers
         caller = Caller(headers.get("Cookie"), headers.get("User-Agent"))
         try:
-            return endpoint(params_of(request.query_string), caller)
+            # yarl's C unquoter: ~10x faster than urllib's on a signed pagination_str
+            return endpoint(dict(request.query), caller)
         except BadRequest:
             return _BAD_REQUEST
 

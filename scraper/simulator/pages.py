@@ -70,10 +70,21 @@ class Pages:
     def __init__(self, corpus: Corpus, renderer: Renderer) -> None:
         self.corpus = corpus
         self.renderer = renderer
+        self._pinned_bodies: dict[int, tuple[int, bytes]] = {}  # aid -> (changes version, body)
 
     def _pinned(self, video: SimVideo) -> bytes | None:
+        """The pinned comment with its preview, rendered once per version of the video."""
+        if not video.has_pinned:
+            return None
+        version = self.corpus.changes.version if self.corpus.changed(video) else 0
+        cached = self._pinned_bodies.get(video.aid)
+        if cached is not None and cached[0] == version:
+            return cached[1]
         ref = self.corpus.pinned(video)
-        return None if ref is None else self.renderer.root(video, ref)
+        assert ref is not None
+        body = self.renderer.root(video, ref)
+        self._pinned_bodies[video.aid] = (version, body)
+        return body
 
     def legacy(self, video: SimVideo, pn: int, ps: int, replies: bytes) -> bytes:
         """``/x/v2/reply`` page ``pn`` around its rendered ``replies`` (past the end: none)."""
