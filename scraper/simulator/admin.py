@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from scraper.simulator.api import JSON, NOT_FOUND
+from scraper.simulator.wire import JSON, NOT_FOUND
 
 if TYPE_CHECKING:
     from scraper.simulator.app import Simulator

@@ -10,9 +10,8 @@ login past page 1; legacy pages past the depth cap answer -400.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
@@ -22,93 +21,26 @@ from scraper.simulator.model import SimVideo
 from scraper.simulator.options import SimulatorOptions
 from scraper.simulator.pages import Pages, error_body, mode2_offset, mode3_offset, ok_body
 from scraper.simulator.render import Renderer
+from scraper.simulator.wire import (
+    NOT_FOUND,
+    Answer,
+    BadRequest,
+    Caller,
+    PageCache,
+    comment_params,
+    int_param,
+)
 from scraper.videos import bvid_to_aid
 
-JSON = "application/json"
-BAD_REQUEST = error_body(-400, "bad request")
-NOT_FOUND = error_body(-404, "啥都木有")
 _CLOSED = error_body(12002, "评论区已关闭")
 _ROOT_GONE = error_body(12022, "已经被删除了")
 _MAX_OFFSET = error_body(-400, "max offset exceeded")
 _BAD_SIGNATURE = error_body(-403, "访问权限不足")
-_MAX_PS = 20
 LOGGED_OUT_ROOTS = 3  # what the cursor endpoint shows without login
 _HOME = (
     b'<!DOCTYPE html><html><head><meta charset="utf-8"><title>scraper simulator</title></head>'
     b"<body><p>bundled comment-API simulator</p></body></html>"
 )
-
-
-class BadRequest(Exception):
-    """A query the real API would answer with code -400."""
-
-
-class Caller(NamedTuple):
-    cookie: str | None
-    user_agent: str | None
-
-
-class Answer(NamedTuple):
-    status: int
-    code: int  # the body's API code (for stats); the HTTP status for non-JSON bodies
-    body: bytes
-    content_type: str = JSON
-    cookies: tuple[tuple[str, str], ...] = ()
-
-
-def _int(params: dict[str, str], key: str, default: int | None = None) -> int:
-    raw = params.get(key)
-    if raw is None or raw == "":
-        if default is None:
-            raise BadRequest(key)
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise BadRequest(key) from None
-
-
-def _comment_params(params: dict[str, str]) -> tuple[int, int, int]:
-    """(oid, pn, ps) of a reply endpoint, checked the way the real API does."""
-    if params.get("type") != "1":
-        raise BadRequest("type")
-    oid = _int(params, "oid")
-    if oid <= 0:
-        raise BadRequest("oid")
-    pn = max(1, _int(params, "pn", 1))
-    ps = _int(params, "ps", _MAX_PS)
-    ps = _MAX_PS if ps <= 0 else min(ps, _MAX_PS)
-    return oid, pn, ps
-
-
-class PageCache:
-    """Rendered bodies, least recently used first out past ``budget_bytes``."""
-
-    def __init__(self, budget_bytes: int) -> None:
-        self.budget_bytes = budget_bytes
-        self.bytes = 0
-        self._bodies: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._bodies)
-
-    @property
-    def full(self) -> bool:
-        return self.bytes >= self.budget_bytes
-
-    def get(self, key: tuple[int, ...]) -> bytes | None:
-        body = self._bodies.get(key)
-        if body is not None:
-            self._bodies.move_to_end(key)
-        return body
-
-    def put(self, key: tuple[int, ...], body: bytes) -> bytes:
-        self._bodies[key] = body
-        self.bytes += len(body)
-        while self.bytes > self.budget_bytes and self._bodies:
-            _, old = self._bodies.popitem(last=False)
-            self.bytes -= len(old)
-        return body
 
 
 class Api:
@@ -176,7 +108,7 @@ class Api:
     # -- comments -------------------------------------------------------------------------
 
     def legacy(self, params: dict[str, str], caller: Caller) -> Answer:
-        oid, pn, ps = _comment_params(params)
+        oid, pn, ps = comment_params(params)
         video = self._commentable(oid)
         if isinstance(video, bytes):
             return Answer(200, -404 if video is NOT_FOUND else 12002, video)
@@ -189,8 +121,8 @@ class Api:
         return Answer(200, 0, self.pages.legacy(video, pn, ps, self._listed(video, start, start + ps)))
 
     def thread(self, params: dict[str, str], caller: Caller) -> Answer:
-        oid, pn, ps = _comment_params(params)
-        root = _int(params, "root")
+        oid, pn, ps = comment_params(params)
+        root = int_param(params, "root")
         video = self._commentable(oid)
         if isinstance(video, bytes):
             return Answer(200, -404 if video is NOT_FOUND else 12002, video)
@@ -212,8 +144,8 @@ class Api:
                 return Answer(200, -352, error_body(-352, "-352", {"v_voucher": voucher}))
         if params.get("type") != "1":
             raise BadRequest("type")
-        oid = _int(params, "oid")
-        mode = _int(params, "mode", 3)
+        oid = int_param(params, "oid")
+        mode = int_param(params, "mode", 3)
         if mode not in (2, 3):
             raise BadRequest("mode")
         offset = self._offset(params.get("pagination_str", ""), mode)
@@ -291,7 +223,7 @@ class Api:
     def count(self, params: dict[str, str], caller: Caller) -> Answer:
         if params.get("type") != "1":
             raise BadRequest("type")
-        video = self._commentable(_int(params, "oid"))
+        video = self._commentable(int_param(params, "oid"))
         if isinstance(video, bytes):
             return Answer(200, -404 if video is NOT_FOUND else 12002, video)
         return Answer(200, 0, self.pages.count(video))
@@ -303,7 +235,7 @@ class Api:
             except ValueError:
                 raise BadRequest("bvid") from None
         else:
-            aid = _int(params, "aid")
+            aid = int_param(params, "aid")
         video = self.corpus.video(aid)
         if video is None or video.state == "deleted":
             return Answer(200, -404, NOT_FOUND)
