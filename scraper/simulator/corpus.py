@@ -20,8 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scraper.simulator.changes import Changes, Grown, VideoChanges
+from scraper.simulator import legacy
+from scraper.simulator.changes import Changes, Grown
 from scraper.simulator.generate import build_videos
+from scraper.simulator.growth import grow
 from scraper.simulator.model import PREVIEW_SIZE, SimVideo, ceil_div
 
 __all__ = ["PREVIEW_SIZE", "STATES", "Corpus", "RootRef", "SimVideo"]
@@ -213,42 +215,7 @@ class Corpus:
         ``{rpid: like}`` for any comment. Everything is checked before anything
         changes: a ValueError leaves the corpus as it was.
         """
-        videos = videos or {}
-        likes = likes or {}
-        plan: list[tuple[SimVideo, int, dict[int, int]]] = []
-        for aid, spec in videos.items():
-            video = self._by_aid.get(int(aid))
-            if video is None or video.state != "ok":
-                raise ValueError(f"video {aid} cannot take comments (missing, closed or deleted)")
-            roots = spec.get("roots", 0)
-            replies = spec.get("replies", {})
-            if not isinstance(roots, int) or roots < 0 or not isinstance(replies, Mapping):
-                raise ValueError(f"video {aid}: roots must be an int >= 0 and replies a mapping")
-            wanted: dict[int, int] = {}
-            for root, n in replies.items():
-                ref = self.root(video, int(root))
-                if ref is None or ref.gone:
-                    raise ValueError(f"video {aid} has no root comment {root} that can take replies")
-                if not isinstance(n, int) or n < 0:
-                    raise ValueError(f"replies to {root} must be an int >= 0")
-                wanted[int(root)] = n
-            plan.append((video, roots, wanted))
-        owners: dict[int, SimVideo] = {}
-        for rpid, like in likes.items():
-            owner = self.owner(int(rpid))
-            if owner is None or not isinstance(like, int) or like < 0:
-                raise ValueError(f"no comment {rpid} to set {like!r} likes on")
-            owners[int(rpid)] = owner
-        grown = Grown()
-        for video, roots, wanted in plan:
-            change = grown.videos.setdefault(video.aid, VideoChanges())
-            change.roots.extend(self.changes.add_roots(video.aid, roots))
-            for root, n in wanted.items():
-                change.replies[root] = self.changes.add_replies(video.aid, root, n)
-        for rpid, like in likes.items():
-            self.changes.set_like(owners[int(rpid)].aid, int(rpid), like)
-            grown.likes[int(rpid)] = like
-        return grown
+        return grow(self, videos or {}, likes or {})
 
     # -- a complete crawl of the service as it is ------------------------------
 
@@ -334,79 +301,35 @@ class Corpus:
             total += sum(pages for _, pages in self.threads(video))
         return total
 
-    # -- what the legacy page-numbered endpoint reaches --------------------------
+    # -- what the legacy page-numbered endpoint reaches (see ``legacy``) --------------
 
     def reachable_roots(self, video: SimVideo) -> int:
         """Listed roots a legacy crawl can see: those on pages up to ``max_page``."""
-        if video.state != "ok":
-            return 0
-        if self.max_page:
-            return min(self.list_len(video), self.max_page * self.page_size)
-        return self.list_len(video)
+        return legacy.reachable_roots(self, video)
 
     def main_pages(self, video: SimVideo) -> int:
-        """Legacy pages a complete crawl requests for this video.
-
-        Always page 1; then up to ceil(count / page_size), but past the cap only
-        page ``max_page + 1`` (which answers -400 and tells the crawler to stop).
-        """
-        if video.state != "ok":
-            return 1
-        pages = max(1, ceil_div(self.list_len(video), self.page_size))
-        if self.max_page:
-            pages = min(pages, self.max_page + 1)
-        return pages
+        """Legacy pages a complete crawl requests for this video."""
+        return legacy.main_pages(self, video)
 
     def reply_threads(self, video: SimVideo) -> list[tuple[RootRef, int]]:
-        """(root, reply pages) of every thread a legacy crawl reaches whose preview is incomplete.
-
-        Every page of each (a legacy crawl fans a thread's pages out from the
-        list page), a deleted root's included: they all answer 12022.
-        """
-        return self.threads(video, reachable=self.reachable_roots(video), fan_out=True)
+        """(root, reply pages) of every thread a legacy crawl reaches whose preview is incomplete."""
+        return legacy.reply_threads(self, video)
 
     def expected_rpids(self) -> set[int]:
         """What a complete legacy crawl returns (all of ``all_rpids`` when there is no cap)."""
-        rpids: set[int] = set()
-        for video in self.videos:
-            everything = self.video_rpids(video)
-            reachable = self.reachable_roots(video)
-            if reachable == self.list_len(video):
-                rpids.update(everything)
-                continue
-            for position in range(reachable, self.list_len(video)):
-                ref = self.root(video, self.list_rpid(video, position))
-                assert ref is not None
-                everything.discard(ref.rpid)
-                everything.difference_update(self.thread_rpids(video, ref))
-            rpids.update(everything)
-        return rpids
+        return legacy.expected_rpids(self)
 
     def expected_comment_count(self) -> int:
-        return len(self.expected_rpids())
+        """How many comments a complete legacy crawl returns."""
+        return legacy.expected_comment_count(self)
 
     def expected_pages(self) -> int:
-        return sum(
-            self.main_pages(video) + sum(pages for _, pages in self.reply_threads(video)) for video in self.videos
-        )
+        """How many legacy pages and reply pages a complete legacy crawl requests."""
+        return legacy.expected_pages(self)
 
     def page_urls(self, base_url: str) -> list[str]:
         """Every legacy page and reply page a complete legacy crawl requests."""
-        base = base_url.rstrip("/")
-        ps = self.page_size
-        urls: list[str] = []
-        for video in self.videos:
-            aid = video.aid
-            urls.extend(
-                f"{base}/x/v2/reply?type=1&oid={aid}&pn={pn}&ps={ps}&sort=0"
-                for pn in range(1, self.main_pages(video) + 1)
-            )
-            for ref, pages in self.reply_threads(video):
-                urls.extend(
-                    f"{base}/x/v2/reply/reply?type=1&oid={aid}&root={ref.rpid}&pn={pn}&ps={ps}"
-                    for pn in range(1, pages + 1)
-                )
-        return urls
+        return legacy.page_urls(self, base_url)
 
     # -- the user's input file ------------------------------------------------
 
