@@ -36,6 +36,8 @@ def render_stats(stats: dict[str, Any], history: list[float] | None = None) -> s
         f"  failures  retries {stats['retries']} {_pairs(stats['retries_by_reason'])}  bans {stats['bans']}  "
         f"final {_pairs(stats['final'])}  reclaimed {stats['reclaimed']}",
     ]
+    if stats.get("videos"):
+        lines.append("  videos    " + "  ".join(f"{k} {v}" for k, v in stats["videos"].items()))
     limiter = stats.get("rate_limit")
     if limiter and limiter.get("configured_rate"):  # the workers really use a shared limit
         lines.append(

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import orjson
 
-from scraper.errors import BadPayload, PageError, PageUnavailable, ServerError, Throttled, TransientError
+from scraper.errors import BadPayload, PageError, TransientError
 from scraper.settings import TargetSettings
 from scraper.targets.base import AdapterContext, CredentialsRejected, PageResult, Request
+from scraper.targets.bilibili_codes import raise_for_code
 from scraper.targets.bilibili_identity import Identity
 from scraper.targets.bilibili_pages import PageParser, comment_record
 from scraper.targets.wbi import encode_query, sign
@@ -35,16 +35,6 @@ from scraper.videos import Video
 
 log = logging.getLogger(__name__)
 
-# API codes (HTTP 200 bodies) and what they mean for the page.
-_FINAL_CODES = {
-    12002: "closed",  # comments closed
-    -404: "deleted",  # no such video
-    12022: "deleted",  # root comment deleted
-    12006: "deleted",  # no such comment
-    -400: "depth_cap",  # "pn out of bounds" / "max offset exceeded"
-}
-_THROTTLE_CODES = {-412: "banned", -799: "too_frequent"}
-_SERVER_CODES = {-500: "server_error", -503: "overloaded", -509: "overloaded"}
 WEB_LOCATION = 1315875
 
 __all__ = ["BilibiliAdapter", "comment_record"]
@@ -119,22 +109,8 @@ class BilibiliAdapter:
             raise BadPayload("JSON body is not an object", reason="bad_json")
         code = payload.get("code")
         if code != 0:
-            _raise_for_code(code, str(payload.get("message", "")))
+            raise_for_code(code, str(payload.get("message", "")))
         data = payload.get("data")
         if not isinstance(data, dict):
             raise BadPayload("code 0 without a data object", reason="bad_shape")
         return self.pages.parse(task, data)
-
-
-def _raise_for_code(code: Any, message: str) -> None:
-    if code == -403:
-        raise CredentialsRejected(f"API code -403: {message}", reason="wbi_rejected", credential="wbi", cooldown=False)
-    if code == -352:
-        raise CredentialsRejected(f"API code -352: {message}", reason="risk_check", credential="device", cooldown=True)
-    if code in _FINAL_CODES:
-        raise PageUnavailable(f"API code {code}: {message}", kind=_FINAL_CODES[code])
-    if code in _THROTTLE_CODES:
-        raise Throttled(f"API code {code}: {message}", reason=_THROTTLE_CODES[code])
-    if code in _SERVER_CODES:
-        raise ServerError(f"API code {code}: {message}", reason=_SERVER_CODES[code])
-    raise TransientError(f"unexpected API code {code}: {message}", reason="api_code")

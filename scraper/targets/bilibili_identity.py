@@ -22,6 +22,7 @@ import orjson
 
 from scraper.errors import BadPayload, ConnectionFailed, PageError, UserError
 from scraper.targets.base import AdapterContext
+from scraper.targets.bilibili_codes import raise_for_code
 from scraper.targets.credentials import SharedCredential
 from scraper.targets.wbi import keys_from_nav
 from workers.fetch import fetch
@@ -108,6 +109,9 @@ class Identity:
             raise BadPayload(f"{path}: invalid JSON", reason="bad_json") from None
         if not isinstance(payload, dict):
             raise BadPayload(f"{path}: JSON body is not an object", reason="bad_json")
+        code = payload.get("code")
+        if code not in (0, -101):  # -101: not logged in, which nav answers with its keys anyway
+            raise_for_code(code, str(payload.get("message", "")))
         return payload
 
     async def _fetch_wbi(self) -> dict[str, str]:
