@@ -45,6 +45,22 @@ REASONS = {
 }
 
 
+# KEYS: the video's ledger. A dead letter handed back to the queue (``dead requeue``)
+# opens its video again; a "dead" reason is forgotten so the retry can complete it.
+REOPEN_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'open', 1)
+if redis.call('HGET', KEYS[1], 'reason') == 'dead' then redis.call('HDEL', KEYS[1], 'reason', 'detail') end
+redis.call('HSET', KEYS[1], 'status', 'pending')
+return 1
+"""
+
+
+def reopen(pipe: Any, keys: TargetKeys, task: Task) -> None:
+    """Queue, on a pipeline, the ledger side of handing a dead page back to the queue."""
+    pipe.eval(REOPEN_LUA, 1, keys.video(task.oid))
+
+
 def failure_delta(task: Task, exc: PageUnavailable) -> LedgerDelta:
     """What a final ("not available") page means for its video."""
     if exc.kind in ("closed", "deleted") and task.kind != REPLY:
