@@ -41,7 +41,7 @@ async def requeue(client: aioredis.Redis, keys: TargetKeys, ids: list[str] | Non
         # Add directly and remove the letter in the same transaction.
         pipe = client.pipeline(transaction=True)
         pipe.xadd(keys.tasks, {TASK_FIELD: task.encode()})
-        reopen(pipe, keys, task)  # its video's ledger counts the page as open again
+        await reopen(client, pipe, keys, task)  # its video's ledger counts the page as open again
         pipe.xdel(keys.dead, entry_id)
         pipe.hincrby(keys.stats, "dead_requeued", 1)
         await pipe.execute()

@@ -45,20 +45,20 @@ REASONS = {
 }
 
 
-# KEYS: the video's ledger. A dead letter handed back to the queue (``dead requeue``)
-# opens its video again; a "dead" reason is forgotten so the retry can complete it.
-REOPEN_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'open', 1)
-if redis.call('HGET', KEYS[1], 'reason') == 'dead' then redis.call('HDEL', KEYS[1], 'reason', 'detail') end
-redis.call('HSET', KEYS[1], 'status', 'pending')
-return 1
-"""
+async def reopen(client: aioredis.Redis, pipe: Any, keys: TargetKeys, task: Task) -> None:
+    """Queue, on ``pipe``, the ledger side of handing a dead page back to the queue.
 
-
-def reopen(pipe: Any, keys: TargetKeys, task: Task) -> None:
-    """Queue, on a pipeline, the ledger side of handing a dead page back to the queue."""
-    pipe.eval(REOPEN_LUA, 1, keys.video(task.oid))
+    The video counts the page as open again; a "dead" reason is forgotten so the
+    retry can complete it. (An operator command: read, then write in the pipe.)
+    """
+    ledger = keys.video(task.oid)
+    reason = await client.hget(ledger, "reason")
+    if not await client.exists(ledger):
+        return
+    pipe.hincrby(ledger, "open", 1)
+    pipe.hset(ledger, "status", "pending")
+    if reason == b"dead":
+        pipe.hdel(ledger, "reason", "detail")
 
 
 def failure_delta(task: Task, exc: PageUnavailable) -> LedgerDelta:
