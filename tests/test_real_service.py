@@ -36,11 +36,11 @@ def _corpus() -> Corpus:
     return corpus
 
 
-def _work(env: dict[str, str], common: list[str], out: Path, *extra: str) -> None:
+def _work(env: dict[str, str], common: list[str], out: Path, *extra: str) -> str:
     flags = ["--processes", "2", "--concurrency", "16", "--rate-limit", "0", "--burst"]
     result = run_cli(["work", *common, *flags, "--output-dir", str(out), *extra], env, timeout=180)
     assert result.returncode in (0, 3), result.stderr
-    return None
+    return result.stdout + result.stderr
 
 
 def _report(env: dict[str, str], common: list[str]) -> tuple[int, dict[str, Any], str]:
@@ -56,7 +56,7 @@ def test_with_the_session_every_comment_while_keys_rotate(tmp_path: Path, redis_
     out = tmp_path / "out"
     with served(corpus, SimulatorOptions(session=SESSION, key_rotate_s=1.5)) as sim:
         coordinate(env, common, write_video_list(corpus, tmp_path / "v.txt"), sim.url)
-        _work(env, common, out)
+        logs = _work(env, common, out, "--log-level", "DEBUG")
         answers = sim.stats()["by_code"]
     exported = assert_exported_exactly(tmp_path, common, out, env, corpus.all_rpids())
     code, report, report_text = _report(env, common)
@@ -68,7 +68,8 @@ def test_with_the_session_every_comment_while_keys_rotate(tmp_path: Path, redis_
     assert answers.get("-403", 0) > 0, "the keys rotated during the crawl"
     stats = stats_json(redis_url, env)
     assert stats["dead"] == 0 and stats["retries_by_reason"].get("wbi_rejected", 0) > 0
-    everything = exported.stdout + exported.stderr + report_text + orjson.dumps(stats).decode()
+    everything = logs + exported.stdout + exported.stderr + report_text + orjson.dumps(stats).decode()
+    everything += run_cli(["dead", *common, "list"], env).stdout
     for shard in out.rglob("*"):
         if shard.is_file():
             everything += shard.read_text()
