@@ -7,10 +7,11 @@ per-endpoint counts directly, and crawl it with the real ``scraper`` command.
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from threading import Thread
+from threading import Event, Thread
 from typing import Any
 
 from scraper.simulator.app import RunningSimulator, start_simulator
@@ -35,6 +36,26 @@ def served(corpus: Corpus, options: SimulatorOptions) -> Iterator[RunningSimulat
 
 def stats(running: RunningSimulator) -> dict[str, Any]:
     return running.stats()
+
+
+@contextmanager
+def rotating_keys(running: RunningSimulator, every_s: float) -> Iterator[list[int]]:
+    """POST /_sim/rotate every ``every_s`` while the block runs; yields the growing list of rotations."""
+    done: list[int] = []
+    stop = Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            urllib.request.urlopen(urllib.request.Request(f"{running.url}/_sim/rotate", method="POST"), timeout=5)
+            done.append(1)
+
+    thread = Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield done
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def endpoint_requests(running: RunningSimulator, path: str) -> int:

@@ -20,7 +20,7 @@ from scraper.keys import TargetKeys
 from scraper.simulator.corpus import Corpus
 from scraper.simulator.options import SimulatorOptions
 from tests.helpers import assert_exported_exactly, cli_env, coordinate, run_cli, stats_json
-from tests.sim_thread import endpoint_requests, served, write_video_list
+from tests.sim_thread import endpoint_requests, rotating_keys, served, write_video_list
 
 SESSION = "s3ss-9f2c-secret"  # the value the simulator accepts as SESSDATA
 KEYS = TargetKeys("video-list")
@@ -54,10 +54,12 @@ def test_with_the_session_every_comment_while_keys_rotate(tmp_path: Path, redis_
     env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
     common = ["--target", "video-list", "--redis-url", redis_url]
     out = tmp_path / "out"
-    with served(corpus, SimulatorOptions(session=SESSION, key_rotate_s=1.5)) as sim:
+    with served(corpus, SimulatorOptions(session=SESSION, latency_ms=30)) as sim:
         coordinate(env, common, write_video_list(corpus, tmp_path / "v.txt"), sim.url)
-        logs = _work(env, common, out, "--log-level", "DEBUG")
+        with rotating_keys(sim, every_s=0.5) as rotations:
+            logs = _work(env, common, out, "--log-level", "DEBUG")
         answers = sim.stats()["by_code"]
+    assert len(rotations) >= 2
     exported = assert_exported_exactly(tmp_path, common, out, env, corpus.all_rpids())
     code, report, report_text = _report(env, common)
     assert code == 0, report

@@ -41,6 +41,7 @@ from workers.telemetry import Telemetry
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _BURST_BLOCK_MS = 100
+_INLINE_RENEWALS = 2  # -403 retries right after a key renewal, before the delayed path
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
@@ -178,22 +179,33 @@ class Consumer:
     async def _process(self, entry_id: bytes, task: Task) -> None:
         started = time.perf_counter()
         request: Request | None = None
-        try:
-            request = await self.adapter.request(task)
-            body = await self._fetch(request)
-            result = self.adapter.parse(task, body)
-        except PageError as exc:
-            self.telemetry.request(time.perf_counter() - started, exc.reason)
-            if isinstance(exc, CredentialsRejected):  # -403/-352: renewed once, centrally
-                await self.adapter.renew(request, exc)
-            await self._failed(entry_id, task, exc)
-            return
+        renewed: list[str] = []  # refusals retried at once, in this coroutine
+        while True:
+            try:
+                request = await self.adapter.request(task)
+                body = await self._fetch(request)
+                result = self.adapter.parse(task, body)
+                break
+            except PageError as exc:
+                self.telemetry.request(time.perf_counter() - started, exc.reason)
+                if isinstance(exc, CredentialsRejected):  # -403/-352: renewed once, centrally
+                    await self.adapter.renew(request, exc)
+                    if not exc.cooldown and len(renewed) < _INLINE_RENEWALS:
+                        # Stale WBI keys: the renewed keys are good now; waiting
+                        # for a delayed retry only risks the next rotation.
+                        renewed.append(exc.reason)
+                        started = time.perf_counter()
+                        continue
+                await self._failed(entry_id, task, exc)
+                return
         self.telemetry.request(time.perf_counter() - started, "ok")
         self.limiter.on_success()
         if result.records:
             self.sink.write(result.records)
         outcome = Outcome(entry_id, task, result.followups, len(result.records), ledger=result.ledger)
         outcome.counters.update(pages_done=1, comments=len(result.records))
+        outcome.counters.update(f"retries:{reason}" for reason in renewed)
+        outcome.counters["retries"] += len(renewed)
         self.pending.add(outcome)  # the settler may have swapped the batch while we awaited
         self.pages_done += 1
 
