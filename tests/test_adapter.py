@@ -63,10 +63,7 @@ async def test_page_one_fans_out_a_window_and_sub_reply_pages(
 
     roots = [r["rpid"] for r in listed]
     complete_previews = [
-        c["rpid"]
-        for r in listed
-        if r["rcount"] <= len(r["replies"] or [])
-        for c in r["replies"] or []
+        c["rpid"] for r in listed if r["rcount"] <= len(r["replies"] or []) for c in r["replies"] or []
     ]
     assert [r["rpid"] for r in result.records] == [*_interleave(payload)]
     assert {r["rpid"] for r in result.records} == set(roots) | set(complete_previews)
