@@ -103,11 +103,13 @@ def main() -> None:
     work = ["--processes", "2", "--concurrency", "128"]
     if args.case == "requests":
         corpus = Corpus.generate(seed=30, videos=30, comments=40_000)
-        result = crawl(["--seed", "30", "--videos", "30", "--comments", "40000", "--session", SESSION], cookie, work)
         minimal = corpus.minimal_requests()
-        print(orjson.dumps(result).decode())
-        print(f"requests {result['requests']} / minimal {minimal} = {result['requests'] / minimal:.3f}x; "
-              f"comments {result['comments']} of {len(corpus.all_rpids())}")  # fmt: skip
+        for paging in ("cursor", "pages"):
+            sim = ["--seed", "30", "--videos", "30", "--comments", "40000", "--session", SESSION]
+            result = crawl(sim, {**cookie, "SCRAPER_TARGET_ROOT_PAGING": paging}, work)
+            print(orjson.dumps(result).decode())
+            print(f"{paging}: requests {result['requests']} / minimal {minimal} = {result['requests'] / minimal:.3f}x; "
+                  f"comments {result['comments']} of {len(corpus.all_rpids())}")  # fmt: skip
     elif args.case == "rotation":
         sim = ["--seed", "31", "--videos", "30", "--comments", "40000", "--session", SESSION]
         result = crawl([*sim, "--latency-ms", "50", "--key-rotate-s", "3"], cookie, work)
@@ -117,8 +119,10 @@ def main() -> None:
     else:
         sim = ["--seed", "1", "--videos", "200", "--comments", "333000", "--latency-ms", "50"]
         cursor = crawl([*sim, "--session", SESSION], cookie, work)
+        pages = crawl([*sim, "--session", SESSION], {**cookie, "SCRAPER_TARGET_ROOT_PAGING": "pages"}, work)
         legacy = crawl([*sim, "--profile", "legacy-open"], {"SCRAPER_TARGET_ROOT_PAGING": "legacy"}, work)
-        for name, result in (("cursor (real profile)", cursor), ("legacy (open profile)", legacy)):
+        cases = (("cursor, real profile", cursor), ("pages, real profile", pages), ("legacy, open profile", legacy))
+        for name, result in cases:
             share = result["longest_video_s"] / result["seconds"] if result["seconds"] else 0
             print(
                 f"{name}: {result['seconds']} s, {result['requests']} requests, {result['comments']} comments, "

@@ -91,7 +91,10 @@ class TargetSettings:
     min_rate: float = 0.5  # AIMD never cuts below this
     ban_cooldown_s: float = 60.0  # cooldown after a ban signal without Retry-After
     simulate: str = "auto"  # auto | always | never: fall back to the bundled simulator
-    root_paging: str = "cursor"  # cursor (every root, a chain per video) | legacy (page numbers, capped)
+    # cursor: mode 2 (newest first), a chain per video, stable | pages: mode 3 by page
+    # number, parallel within a video (hot order) | legacy: /x/v2/reply, capped near page 250
+    root_paging: str = "cursor"
+    pages_window: int = 10  # root_paging = "pages": pages opened ahead (bounds the empty pages past the end)
     # fetched / announced comments a video needs to count as complete (the
     # service's counts include a few comments nobody can see).
     complete_ratio: float = 0.98
@@ -259,8 +262,10 @@ def _validate(settings: Settings) -> None:
         raise UserError(f"max_attempts must be at least 1, got {worker.max_attempts}")
     if settings.target.simulate not in ("auto", "always", "never"):
         raise UserError(f"simulate must be auto, always or never, got {settings.target.simulate!r}")
-    if settings.target.root_paging not in ("cursor", "legacy"):
-        raise UserError(f"root_paging must be cursor or legacy, got {settings.target.root_paging!r}")
+    if settings.target.root_paging not in ("cursor", "pages", "legacy"):
+        raise UserError(f"root_paging must be cursor, pages or legacy, got {settings.target.root_paging!r}")
+    if settings.target.pages_window < 1:
+        raise UserError(f"pages_window must be at least 1, got {settings.target.pages_window}")
     if not 0.0 < settings.target.complete_ratio <= 1.0:
         raise UserError(f"complete_ratio must be in (0, 1], got {settings.target.complete_ratio}")
     if settings.log.format not in ("text", "json"):

@@ -14,8 +14,9 @@ import orjson
 
 MAIN = "main"  # a page of root comments by page number (legacy): /x/v2/reply
 CURSOR = "cursor"  # a page of root comments by cursor (default): /x/v2/reply/wbi/main
+HOT = "hot"  # a page of root comments by page number on the cursor endpoint (mode 3): parallel
 REPLY = "reply"  # a page of sub-replies of one root comment: /x/v2/reply/reply
-ROOT_KINDS = (MAIN, CURSOR)  # pages of a video's root list (its chain or its numbered pages)
+ROOT_KINDS = (MAIN, CURSOR, HOT)  # pages of a video's root list (its chain or its numbered pages)
 
 
 @dataclass(frozen=True, slots=True)

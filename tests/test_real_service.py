@@ -49,9 +49,10 @@ def _report(env: dict[str, str], common: list[str]) -> tuple[int, dict[str, Any]
     return result.returncode, orjson.loads(result.stdout), result.stdout + result.stderr + text.stdout + text.stderr
 
 
-def test_with_the_session_every_comment_while_keys_rotate(tmp_path: Path, redis_url: str) -> None:
+@pytest.mark.parametrize("paging", ["cursor", "pages"])
+def test_with_the_session_every_comment_while_keys_rotate(tmp_path: Path, redis_url: str, paging: str) -> None:
     corpus = _corpus()
-    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
+    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}", SCRAPER_TARGET_ROOT_PAGING=paging)
     common = ["--target", "video-list", "--redis-url", redis_url]
     out = tmp_path / "out"
     with served(corpus, SimulatorOptions(session=SESSION, latency_ms=30)) as sim:

@@ -30,7 +30,7 @@ from scraper.targets.bilibili_codes import raise_for_code
 from scraper.targets.bilibili_identity import Identity
 from scraper.targets.bilibili_pages import PageParser, comment_record
 from scraper.targets.wbi import encode_query, sign
-from scraper.tasks import CURSOR, MAIN, Task
+from scraper.tasks import CURSOR, HOT, MAIN, Task
 from scraper.videos import Video
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class BilibiliAdapter:
     def __init__(self, target: TargetSettings, context: AdapterContext | None = None) -> None:
         self.base_url = target.base_url.rstrip("/")
         self.page_size = target.page_size
-        self.root_kind = CURSOR if target.root_paging == "cursor" else MAIN
+        self.root_kind = {"cursor": CURSOR, "pages": HOT}.get(target.root_paging, MAIN)
         self.identity = Identity(context, self.base_url) if context is not None else None
         logged_in = self.identity.logged_in if self.identity is not None else False
         self.pages = PageParser(target, logged_in=logged_in)
@@ -65,22 +65,25 @@ class BilibiliAdapter:
 
     async def request(self, task: Task) -> Request:
         if self.identity is None:
-            if task.kind == CURSOR:
+            if task.kind in (CURSOR, HOT):
                 raise TransientError("cursor pages need WBI keys: no worker context", reason="no_context")
             return Request(self.url(task))
         device, device_version = await self.identity.device.get()
         headers = {"Cookie": self.identity.cookie(device)}
         versions = {"device": device_version}
-        if task.kind != CURSOR:
+        if task.kind not in (CURSOR, HOT):
             return Request(self.url(task), headers, versions)
         keys, wbi_version = await self.identity.wbi.get()
         if not keys:
             raise TransientError("no WBI keys (nav unreachable)", reason="no_wbi_keys")
+        offset = task.offset
+        if task.kind == HOT and task.page > 1:  # mode-3 offsets carry the page number
+            offset = orjson.dumps({"type": 1, "direction": 1, "data": {"pn": task.page}}).decode()
         params = {
             "oid": task.oid,
             "type": 1,
-            "mode": 2,
-            "pagination_str": orjson.dumps({"offset": task.offset}).decode(),
+            "mode": 2 if task.kind == CURSOR else 3,
+            "pagination_str": orjson.dumps({"offset": offset}).decode(),
             "plat": 1,
             "web_location": WEB_LOCATION,
         }

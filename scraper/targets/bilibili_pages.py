@@ -16,13 +16,14 @@ from typing import Any
 from scraper.errors import BadPayload, Throttled
 from scraper.settings import TargetSettings
 from scraper.targets.base import PageResult
-from scraper.tasks import CURSOR, MAIN, REPLY, Task
+from scraper.tasks import CURSOR, HOT, MAIN, REPLY, Task
 
 
 class PageParser:
     def __init__(self, target: TargetSettings, *, logged_in: bool) -> None:
         self.page_size = target.page_size
         self.page_window = target.page_window
+        self.pages_window = target.pages_window
         self.sub_replies = target.sub_replies
         self.logged_in = logged_in
         # Reason codes when the service shows less than it announces.
@@ -33,6 +34,8 @@ class PageParser:
         crawled_at = int(time.time() * 1000)
         if task.kind == CURSOR:
             return self._cursor(task, data, crawled_at)
+        if task.kind == HOT:
+            return self._hot(task, data, crawled_at)
         if task.kind == MAIN:
             return self._legacy(task, data, crawled_at)
         return self._thread(task, data, crawled_at)
@@ -56,6 +59,31 @@ class PageParser:
         else:
             result.followups.append(
                 Task(kind=CURSOR, oid=task.oid, page=task.page + 1, bvid=task.bvid, offset=next_offset)
+            )
+        return result
+
+    def _hot(self, task: Task, data: dict[str, Any], crawled_at: int) -> PageResult:
+        """Mode 3 by page number: the first page of each window opens the next window.
+
+        ``all_count`` (roots and replies) bounds how far windows go; pages past
+        the end answer empty with ``is_end`` and cost one request each.
+        """
+        cursor = data.get("cursor")
+        if not isinstance(cursor, dict):
+            raise BadPayload("cursor page without data.cursor", reason="bad_shape")
+        replies = _list(data.get("replies"))
+        result = PageResult()
+        if task.page == 1:
+            result.ledger.expected = int(cursor.get("all_count") or 0)
+            result.ledger.short_code = self.short_code
+            replies = _pinned(data, replies) + replies
+        self._roots(task, replies, result, crawled_at)
+        ended = bool(cursor.get("is_end")) or not replies
+        if not ended and (task.page - 1) % self.pages_window == 0:
+            bound = max(1, math.ceil(int(cursor.get("all_count") or 0) / self.page_size))
+            last = min(bound, task.page + self.pages_window)
+            result.followups.extend(
+                Task(kind=HOT, oid=task.oid, page=p, bvid=task.bvid) for p in range(task.page + 1, last + 1)
             )
         return result
 
