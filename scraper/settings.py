@@ -75,6 +75,7 @@ class WorkerSettings:
     restart_window_s: float = 60.0  # ... within this window stop the worker
     metrics_port: int = 0  # 0: no /metrics endpoint
     inflight_per_host: int = 0  # cluster-wide cap on requests in flight; 0: none
+    chain_inline: int = 10  # cursor pages a coroutine follows at once before handing the chain back to the queue
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from scraper.ratelimit import Limiter, NullLimiter
 from scraper.settings import Settings
 from scraper.settle import Outcome
 from scraper.sinks import JsonlSink
-from scraper.targets.base import CredentialsRejected, Request, SiteAdapter
+from scraper.targets.base import CredentialsRejected, PageResult, Request, SiteAdapter
 from scraper.tasks import Task
 from workers.fetch import fetch
 from workers.heartbeat import Heartbeat, prune_consumers
@@ -177,9 +177,42 @@ class Consumer:
                 self._slot_freed.set()
 
     async def _process(self, entry_id: bytes, task: Task) -> None:
+        renewed: list[str] = []  # -403 refusals retried at once, in this coroutine
+        try:
+            result = await self._page(task, renewed)
+        except PageError as exc:
+            await self._failed(entry_id, task, exc)
+            return
+        outcome = Outcome(entry_id, task, result.followups, len(result.records), ledger=result.ledger)
+        outcome.counters.update(pages_done=1, comments=len(result.records))
+        if result.records:
+            self.sink.write(result.records)
+        # A chain (cursor pages) goes on in this coroutine for a few pages: a
+        # trip through the stream would put each step behind the whole backlog.
+        # The pages fetched inline count as part of this entry; if the worker
+        # dies first, the entry is fetched again and so is the chain.
+        inline = 0
+        while result.continuation is not None and inline < self.worker.chain_inline and not self.stopping.is_set():
+            try:
+                result = await self._page(result.continuation, renewed)
+            except PageError:
+                break  # the continuation goes through the queue, with its retries
+            inline += 1
+            _merge(outcome, result)
+            if result.records:
+                self.sink.write(result.records)
+            self.pages_done += 1
+        if result.continuation is not None:
+            outcome.followups.append(result.continuation)
+        outcome.counters.update(f"retries:{reason}" for reason in renewed)
+        outcome.counters["retries"] += len(renewed)
+        self.pending.add(outcome)  # the settler may have swapped the batch while we awaited
+        self.pages_done += 1
+
+    async def _page(self, task: Task, renewed: list[str]) -> PageResult:
+        """Fetch and parse one page; a -403 is retried at once after the shared key renewal."""
         started = time.perf_counter()
         request: Request | None = None
-        renewed: list[str] = []  # refusals retried at once, in this coroutine
         while True:
             try:
                 request = await self.adapter.request(task)
@@ -196,18 +229,10 @@ class Consumer:
                         renewed.append(exc.reason)
                         started = time.perf_counter()
                         continue
-                await self._failed(entry_id, task, exc)
-                return
+                raise
         self.telemetry.request(time.perf_counter() - started, "ok")
         self.limiter.on_success()
-        if result.records:
-            self.sink.write(result.records)
-        outcome = Outcome(entry_id, task, result.followups, len(result.records), ledger=result.ledger)
-        outcome.counters.update(pages_done=1, comments=len(result.records))
-        outcome.counters.update(f"retries:{reason}" for reason in renewed)
-        outcome.counters["retries"] += len(renewed)
-        self.pending.add(outcome)  # the settler may have swapped the batch while we awaited
-        self.pages_done += 1
+        return result
 
     async def _fetch(self, request: Request) -> bytes:
         if self._unlimited:  # no limiter round trips at all on the hot path
@@ -366,6 +391,19 @@ async def _stop_tasks(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) -
     _, stuck = await asyncio.wait(tasks, timeout=timeout_s)
     for task in stuck:
         log.warning("task %s ignored its cancellation; leaving it behind", task.get_name())
+
+
+def _merge(outcome: Outcome, page: PageResult) -> None:
+    """Fold a page fetched inline into its chain's outcome (one ledger delta for both)."""
+    outcome.followups.extend(page.followups)
+    outcome.records += len(page.records)
+    outcome.counters.update(pages_done=1, comments=len(page.records))
+    delta, more = outcome.ledger, page.ledger
+    delta.threads.extend(more.threads)
+    delta.reason = delta.reason or more.reason
+    delta.short_code = more.short_code or delta.short_code
+    if delta.expected is None:
+        delta.expected = more.expected
 
 
 def _record(task: Task, consumer: str, **extra: Any) -> dict[str, Any]:

@@ -30,6 +30,9 @@ class PageResult:
     records: list[dict[str, Any]] = field(default_factory=list)  # one per output line
     followups: list[Task] = field(default_factory=list)
     ledger: LedgerDelta = field(default_factory=LedgerDelta)
+    # The next page of a sequential chain (a cursor): the consumer may fetch it
+    # at once instead of enqueueing it; either way it is never lost.
+    continuation: Task | None = None
 
 
 @dataclass(frozen=True, slots=True)

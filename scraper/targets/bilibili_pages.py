@@ -57,8 +57,8 @@ class PageParser:
         if cursor.get("is_end") or not next_offset or next_offset == task.offset:
             result.ledger.short_code = self.short_code  # used only if fetched < expected
         else:
-            result.followups.append(
-                Task(kind=CURSOR, oid=task.oid, page=task.page + 1, bvid=task.bvid, offset=next_offset)
+            result.continuation = Task(
+                kind=CURSOR, oid=task.oid, page=task.page + 1, bvid=task.bvid, offset=next_offset
             )
         return result
 
