@@ -1,8 +1,9 @@
 """`scraper coordinate`: video list -> first comment page of every video -> Redis.
 
-Workers fan out the rest (pages 2..N, sub-reply pages) as they parse page 1,
-so the coordinator's work is small and idempotent: the fingerprint set makes
-a second run enqueue nothing.
+Workers fan out the rest (next cursor pages, sub-reply pages) as they parse
+each page, so the coordinator's work is small and idempotent: a video whose
+completeness ledger exists was seeded before, and a second run enqueues
+nothing for it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ async def coordinate(client: aioredis.Redis, settings: Settings, videos: VideoLi
     await queue.ensure_group()
     now = int(time.time() * 1000)
     tasks = [replace(task, first_seen_ms=now) for task in load_adapter(settings.target).seed_tasks(videos.videos)]
-    enqueued = await queue.enqueue(tasks)
+    enqueued = await queue.seed([(task, task.bvid) for task in tasks])
     await client.hsetnx(keys.meta, "started_at", time.time())
     await client.hset(
         keys.meta,

@@ -38,6 +38,8 @@ def render_stats(stats: dict[str, Any], history: list[float] | None = None) -> s
         + (f"final {_pairs(stats['final'])}  " if stats["final"] else "")
         + f"reclaimed {stats['reclaimed']}",
     ]
+    if stats.get("videos"):
+        lines.append("  videos    " + "  ".join(f"{k} {v}" for k, v in stats["videos"].items()))
     limiter = stats.get("rate_limit")
     if limiter and limiter.get("configured_rate"):  # the workers really use a shared limit
         lines.append(

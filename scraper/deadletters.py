@@ -7,6 +7,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from scraper.keys import TASK_FIELD, TargetKeys
+from scraper.ledger import reopen
 from scraper.tasks import Task
 
 
@@ -37,10 +38,10 @@ async def requeue(client: aioredis.Redis, keys: TargetKeys, ids: list[str] | Non
             entries.extend(found)
     for entry_id, fields in entries:
         task = Task.decode(fields[b"task"]).fresh()
-        # The fingerprint is already in the seen set: add directly, bypassing
-        # dedup, and remove the letter in the same transaction.
+        # Add directly and remove the letter in the same transaction.
         pipe = client.pipeline(transaction=True)
         pipe.xadd(keys.tasks, {TASK_FIELD: task.encode()})
+        await reopen(client, pipe, keys, task)  # its video's ledger counts the page as open again
         pipe.xdel(keys.dead, entry_id)
         pipe.hincrby(keys.stats, "dead_requeued", 1)
         await pipe.execute()

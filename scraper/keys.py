@@ -31,9 +31,32 @@ class TargetKeys:
         return self._key("tasks")
 
     @property
-    def seen(self) -> str:
-        """Set of task fingerprints: a page is enqueued once per crawl."""
-        return self._key("seen")
+    def videos(self) -> str:
+        """Sorted set of the video list's aids (score = position in the list): what `report` lists."""
+        return self._key("videos")
+
+    def video(self, oid: int) -> str:
+        """Hash: one video's completeness ledger (see scraper.ledger)."""
+        return self._key(f"video:{oid}")
+
+    @property
+    def video_pattern(self) -> str:
+        """SCAN pattern matching every ledger hash of the target."""
+        return self._key("video:*")
+
+    @property
+    def wbi(self) -> str:
+        """Hash: the WBI keys shared by every process (img_key, sub_key, version, fetched_at)."""
+        return self._key("wbi")
+
+    @property
+    def device(self) -> str:
+        """Hash: the device identity shared by every process (buvid3, b_nut, version, fetched_at)."""
+        return self._key("device")
+
+    def lock(self, name: str) -> str:
+        """String with a TTL: one process renews a shared credential at a time."""
+        return self._key(f"lock:{name}")
 
     @property
     def delayed(self) -> str:
@@ -74,8 +97,9 @@ class TargetKeys:
 
     def all(self) -> list[str]:
         """Every key of the target (what `scraper reset` deletes)."""
-        names = ("tasks", "seen", "delayed", "dead", "final", "stats", "rate", "meta", "consumers")
-        return [getattr(self, name) for name in names]
+        names = ("tasks", "videos", "delayed", "dead", "final", "stats", "rate", "meta", "consumers", "wbi", "device")
+        # "seen" is the fingerprint set of releases before the ledger: reset still clears it.
+        return [getattr(self, name) for name in names] + [self._key("seen")]
 
 
 def target_index_key(prefix: str = DEFAULT_PREFIX) -> str:

@@ -1,12 +1,12 @@
-"""The task queue on Redis Streams: enqueue once, claim, settle, retry, dead-letter.
+"""The task queue on Redis Streams: seed once per video, claim, settle, retry, dead-letter.
 
 Delivery is at-least-once: XREADGROUP -> work -> (flush output) -> settle.
-``settle`` is one MULTI/EXEC round trip per batch that, atomically, enqueues a
-batch's follow-up pages (deduplicated by fingerprint), schedules its retries,
-writes its dead letters and final records, bumps the counters and finally
-acknowledges *and deletes* the settled entries. Because every settled entry is
-deleted in the same transaction, the stream only ever holds undelivered or
-pending work, which makes two things simple and exact:
+``settle`` is one pipelined round trip per batch: one EVAL of
+``scraper.settle.SETTLE_LUA`` that, per entry, XACKs and only when that
+acknowledged it applies the entry's follow-ups, retry, dead letter or final
+record, counters and ledger deltas, then XDELs it (at most once per entry);
+then the per-second rate buckets. Because every settled entry is deleted in
+the same script, the stream only ever holds undelivered or pending work:
 
 - the crawl is over when ``XLEN tasks == 0`` and nothing is delayed;
 - the backlog is ``XLEN - pending`` (scraper/queue_counts.py), which stays
@@ -29,21 +29,8 @@ from scraper import rates
 from scraper.keys import CONSUMER_GROUP, TASK_FIELD, TargetKeys, target_index_key
 from scraper.queue_counts import QueueCounts as QueueCounts  # re-exported
 from scraper.queue_counts import read_counts as read_counts
+from scraper.settle import SEED_LUA, SETTLE_LUA, Outcome
 from scraper.tasks import Task
-
-# KEYS: seen, tasks, stats. ARGV: field name, then (fingerprint, payload) pairs.
-# SADD decides: a page whose fingerprint is already in the set is never added again.
-_ENQUEUE_LUA = """
-local added = 0
-for i = 2, #ARGV, 2 do
-  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
-    redis.call('XADD', KEYS[2], '*', ARGV[1], ARGV[i + 1])
-    added = added + 1
-  end
-end
-if added > 0 then redis.call('HINCRBY', KEYS[3], 'pages_known', added) end
-return added
-"""
 
 # KEYS: delayed, tasks. ARGV: now_ms, limit, field name.
 _PROMOTE_LUA = """
@@ -64,20 +51,33 @@ def now_ms() -> int:
 
 @dataclass
 class SettleBatch:
-    """Everything a batch of finished pages changes in Redis, applied atomically."""
+    """The outcomes of a batch of claimed entries (one each), applied in one round trip.
 
-    acks: list[bytes] = field(default_factory=list)
-    followups: list[Task] = field(default_factory=list)
-    retries: list[tuple[Task, int]] = field(default_factory=list)  # (task, due ms)
-    dead: list[dict[str, Any]] = field(default_factory=list)
-    final: list[dict[str, Any]] = field(default_factory=list)
-    releases: list[Task] = field(default_factory=list)  # handed back untouched (drain)
+    ``counters`` holds batch-wide counters that belong to no entry (e.g. takeovers).
+    """
+
+    outcomes: list[Outcome] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)
 
     def __bool__(self) -> bool:
-        return bool(
-            self.acks or self.followups or self.retries or self.releases or self.dead or self.final or self.counters
-        )
+        return bool(self.outcomes or self.counters)
+
+    @property
+    def acks(self) -> list[bytes]:
+        return [o.entry_id for o in self.outcomes]
+
+    def all_counters(self) -> Counter[str]:
+        total = Counter(self.counters)
+        for outcome in self.outcomes:
+            total.update(outcome.counters)
+        return total
+
+    def add(self, outcome: Outcome) -> Outcome:
+        self.outcomes.append(outcome)
+        return outcome
+
+    def release(self, entry_id: bytes, task: Task) -> None:
+        self.add(Outcome(entry_id, task, release=True))
 
 
 def _record_fields(record: dict[str, Any]) -> dict[Any, Any]:
@@ -87,10 +87,13 @@ def _record_fields(record: dict[str, Any]) -> dict[Any, Any]:
 class TaskQueue:
     """One target's queue, as seen by one consumer (or by the coordinator)."""
 
-    def __init__(self, client: aioredis.Redis, keys: TargetKeys, consumer: str = "coordinator") -> None:
+    def __init__(
+        self, client: aioredis.Redis, keys: TargetKeys, consumer: str = "coordinator", complete_ratio: float = 1.0
+    ) -> None:
         self.redis = client
         self.keys = keys
         self.consumer = consumer
+        self.complete_ratio = complete_ratio  # fetched/expected a video needs to count as complete
 
     async def ensure_group(self) -> None:
         try:
@@ -102,15 +105,34 @@ class TaskQueue:
         await self.redis.sadd(target_index_key(self.keys.prefix), self.keys.target)
 
     async def enqueue(self, tasks: list[Task]) -> int:
-        """Add the pages not seen before; returns how many were new."""
+        """Add tasks as they are, no dedup and no ledger (tests, tools); returns how many."""
+        pipe = self.redis.pipeline(transaction=True)
+        for task in tasks:
+            pipe.xadd(self.keys.tasks, {TASK_FIELD: task.encode()})
+        pipe.hincrby(self.keys.stats, "pages_known", len(tasks))
+        await pipe.execute()
+        return len(tasks)
+
+    async def seed(self, seeds: list[tuple[Task, str]]) -> int:
+        """Enqueue the first page of each (task, bvid) whose video has no ledger yet.
+
+        The ledger hash is the per-video marker: a second coordinate enqueues
+        nothing. Returns how many videos were new. Videos are listed in
+        ``videos`` in the order given (what ``report`` shows).
+        """
         added = 0
-        chunk = 500  # bound one script's run time: it blocks the server
-        for start in range(0, len(tasks), chunk):
+        chunk = 200  # bound one script's run time: it blocks the server
+        position = int(await self.redis.zcard(self.keys.videos))
+        for start in range(0, len(seeds), chunk):
+            part = seeds[start : start + chunk]
+            ledgers = [self.keys.video(task.oid) for task, _ in part]
             args: list[Any] = [TASK_FIELD]
-            for task in tasks[start : start + chunk]:
-                args += [task.fingerprint, task.encode()]
+            for offset, (task, bvid) in enumerate(part):
+                args += [position + start + offset, task.oid, bvid, task.encode()]
             added += int(
-                await self.redis.eval(_ENQUEUE_LUA, 3, self.keys.seen, self.keys.tasks, self.keys.stats, *args)
+                await self.redis.eval(
+                    SEED_LUA, 3 + len(ledgers), self.keys.videos, self.keys.tasks, self.keys.stats, *ledgers, *args
+                )
             )
         return added
 
@@ -144,27 +166,36 @@ class TaskQueue:
     async def settle(self, batch: SettleBatch) -> None:
         keys = self.keys
         pipe = self.redis.pipeline(transaction=True)
-        if batch.followups:
-            args: list[Any] = [TASK_FIELD]
-            for task in batch.followups:
-                args += [task.fingerprint, task.encode()]
-            pipe.eval(_ENQUEUE_LUA, 3, keys.seen, keys.tasks, keys.stats, *args)
-        for task in batch.releases:
-            pipe.xadd(keys.tasks, {TASK_FIELD: task.encode()})
-        if batch.retries:
-            pipe.zadd(keys.delayed, {task.encode(): due for task, due in batch.retries})
-        for record in batch.dead:
-            pipe.xadd(keys.dead, _record_fields(record))
-        for record in batch.final:
-            pipe.xadd(keys.final, _record_fields(record))
-        if batch.counters:
-            for name, value in batch.counters.items():
-                pipe.hincrby(keys.stats, name, value)
-            rates.bump(pipe, keys, int(time.time()), batch.counters["pages_done"], batch.counters["comments"])
-        if batch.acks:
-            pipe.xack(keys.tasks, CONSUMER_GROUP, *batch.acks)
-            pipe.xdel(keys.tasks, *batch.acks)
+        if batch.outcomes:
+            script_keys = [keys.tasks, keys.delayed, keys.dead, keys.final, keys.stats]
+            ledger_index: dict[int, int] = {}
+            outcomes: list[bytes] = []
+            for outcome in batch.outcomes:
+                oid = outcome.task.oid
+                if oid not in ledger_index:
+                    script_keys.append(keys.video(oid))
+                    ledger_index[oid] = len(script_keys)  # Lua is 1-based
+                outcomes.append(outcome.encode(ledger_index[oid]))
+            pipe.eval(
+                SETTLE_LUA,
+                len(script_keys),
+                *script_keys,
+                CONSUMER_GROUP,
+                TASK_FIELD,
+                repr(self.complete_ratio),
+                *outcomes,
+            )
+        for name, value in batch.counters.items():
+            pipe.hincrby(keys.stats, name, value)
+        self._rate_step(pipe, batch)
         await pipe.execute()
+
+    def _rate_step(self, pipe: Any, batch: SettleBatch) -> None:
+        """The ring of recent seconds for pages/s and comments/s (display only: a batch
+        applied twice after an ambiguous reply may count twice here, never in the counters)."""
+        totals = batch.all_counters()
+        if totals["pages_done"] or totals["comments"]:
+            rates.bump(pipe, self.keys, int(time.time()), totals["pages_done"], totals["comments"])
 
     async def promote_due(self, limit: int = 500) -> int:
         """Move retries whose backoff has passed back into the stream."""

@@ -48,10 +48,16 @@ class RedisSettings:
 class HttpSettings:
     timeout_s: float = 20.0
     connect_timeout_s: float = 5.0
-    user_agent: str = "Mozilla/5.0 (X11; Linux x86_64) scraper/0.1"
+    # A browser's User-Agent: the service answers -352 (risk control) to anything else.
+    user_agent: str = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+    )
     referer: str = "https://www.bilibili.com"
-    cookie: str = ""  # secret: from SCRAPER_COOKIE, never logged
+    cookie: str = ""  # secret: from SCRAPER_COOKIE (SESSDATA=...), never logged
     cookie_file: str = ""  # or a path to a file holding the cookie
+    # The only host the login cookie is sent to (over https; loopback always):
+    # empty = the host of the target's configured base_url, never one read from Redis.
+    cookie_host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,7 @@ class WorkerSettings:
     metrics_port: int = 0  # 0: no /metrics endpoint
     inflight_per_host: int = 0  # cluster-wide cap on requests in flight; 0: none
     export_memory_mb: int = 32  # working memory of `export`, whatever the number of comments
+    chain_inline: int = 10  # cursor pages a coroutine follows at once before handing the chain back to the queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,15 @@ class TargetSettings:
     min_rate: float = 0.5  # AIMD never cuts below this
     ban_cooldown_s: float = 60.0  # cooldown after a ban signal without Retry-After
     simulate: str = "auto"  # auto | always | never: fall back to the bundled simulator
+    # cursor: mode 2 (newest first), a chain per video, stable | pages: mode 3 by page
+    # number, parallel within a video (hot order) | legacy: /x/v2/reply, capped near page 250
+    root_paging: str = "cursor"
+    pages_window: int = 10  # root_paging = "pages": pages opened ahead (bounds the empty pages past the end)
+    # fetched / announced comments a video needs to count as complete (the
+    # service's counts include a few comments nobody can see).
+    complete_ratio: float = 0.98
+    credential_retries: int = 10  # -403/-352 retries of one page after a renewal, apart from max_attempts
+    credential_retry_s: float = 0.2  # delay of such a retry (-352 also cools the limiter down)
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +396,12 @@ def _validate(settings: Settings, *, force: bool = False) -> None:
         )
     if settings.target.simulate not in ("auto", "always", "never"):
         raise UserError(f"simulate must be auto, always or never, got {settings.target.simulate!r}")
+    if settings.target.root_paging not in ("cursor", "pages", "legacy"):
+        raise UserError(f"root_paging must be cursor, pages or legacy, got {settings.target.root_paging!r}")
+    if settings.target.pages_window < 1:
+        raise UserError(f"pages_window must be at least 1, got {settings.target.pages_window}")
+    if not 0.0 < settings.target.complete_ratio <= 1.0:
+        raise UserError(f"complete_ratio must be in (0, 1], got {settings.target.complete_ratio}")
     if settings.log.format not in ("text", "json"):
         raise UserError(f"log format must be text or json, got {settings.log.format!r}")
 

@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 
 from scraper import rates
 from scraper.keys import CONSUMER_GROUP, TargetKeys, target_index_key
+from scraper.ledger import read_videos, summarize
 from scraper.queue import read_counts
 
 
@@ -89,6 +90,8 @@ async def read_stats(client: aioredis.Redis, keys: TargetKeys, *, limiter_host: 
         "bans": counters.get("bans", 0),
         "final": {k.partition(":")[2]: v for k, v in counters.items() if k.startswith("final:")},
         "reclaimed": counters.get("reclaimed", 0),
+        "renewed": {k.partition(":")[2]: v for k, v in counters.items() if k.startswith("renewed:")},
+        "videos": summarize(await read_videos(client, keys)),  # completeness: count by status
         **speed,
         "eta_s": round(remaining / rate, 1) if rate and remaining else (0.0 if not remaining else None),
         "consumers": consumers,

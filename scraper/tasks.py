@@ -12,8 +12,11 @@ from typing import Any
 
 import orjson
 
-MAIN = "main"  # a page of root comments: /x/v2/reply
+MAIN = "main"  # a page of root comments by page number (legacy): /x/v2/reply
+CURSOR = "cursor"  # a page of root comments by cursor (default): /x/v2/reply/wbi/main
+HOT = "hot"  # a page of root comments by page number on the cursor endpoint (mode 3): parallel
 REPLY = "reply"  # a page of sub-replies of one root comment: /x/v2/reply/reply
+ROOT_KINDS = (MAIN, CURSOR, HOT)  # pages of a video's root list (its chain or its numbered pages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,8 @@ class Task:
     bvid: str = ""
     attempt: int = 0  # failed attempts so far (a retry carries attempt + 1)
     first_seen_ms: int = 0
+    offset: str = ""  # cursor pages: the previous page's next_offset ("" on the first page)
+    renewals: int = 0  # -403/-352 retries after a credential renewal (a budget apart from attempts)
 
     @property
     def fingerprint(self) -> str:
@@ -34,9 +39,13 @@ class Task:
     def retried(self) -> Task:
         return replace(self, attempt=self.attempt + 1)
 
+    def renewed(self) -> Task:
+        """The same page retried after a shared credential renewal: no attempt spent."""
+        return replace(self, renewals=self.renewals + 1)
+
     def fresh(self) -> Task:
         """The same page with its attempts reset (``dead requeue``)."""
-        return replace(self, attempt=0)
+        return replace(self, attempt=0, renewals=0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +56,8 @@ class Task:
             "bvid": self.bvid,
             "attempt": self.attempt,
             "first_seen_ms": self.first_seen_ms,
+            "offset": self.offset,
+            "renewals": self.renewals,
         }
 
     def encode(self) -> bytes:
@@ -63,4 +74,6 @@ class Task:
             bvid=data.get("bvid", ""),
             attempt=int(data.get("attempt", 0)),
             first_seen_ms=int(data.get("first_seen_ms", 0)),
+            offset=str(data.get("offset", "")),
+            renewals=int(data.get("renewals", 0)),
         )

@@ -1,4 +1,9 @@
-"""The Bilibili adapter on real simulator payloads, fetched over real HTTP."""
+"""The Bilibili adapter on real simulator payloads, fetched over real HTTP.
+
+Legacy pages against the simulator's open profile (what they check does not
+depend on gating); the cursor chain against its real-service profile, with
+WBI keys and the device cookie shared through a real redis-server.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ from scraper.errors import BadPayload, PageUnavailable, ServerError, Throttled, 
 from scraper.settings import TargetSettings
 from scraper.simulator.app import SimulatorOptions, start_simulator
 from scraper.simulator.corpus import Corpus
+from scraper.targets.base import AdapterContext, CredentialsRejected
 from scraper.targets.bilibili import BilibiliAdapter
-from scraper.tasks import MAIN, REPLY, Task
+from scraper.tasks import CURSOR, MAIN, REPLY, Task
+from scraper.videos import Video
 from workers.fetch import fetch
 
 CORPUS = Corpus.generate(seed=2, videos=5, comments=12000, max_page=60)
@@ -22,8 +29,8 @@ CORPUS = Corpus.generate(seed=2, videos=5, comments=12000, max_page=60)
 
 @pytest.fixture
 async def site() -> AsyncIterator[tuple[BilibiliAdapter, aiohttp.ClientSession]]:
-    simulator = await start_simulator(SimulatorOptions(), corpus=CORPUS)
-    adapter = BilibiliAdapter(TargetSettings(base_url=simulator.url))
+    simulator = await start_simulator(SimulatorOptions(profile="legacy-open"), corpus=CORPUS)
+    adapter = BilibiliAdapter(TargetSettings(base_url=simulator.url, root_paging="legacy"))
     async with aiohttp.ClientSession() as session:
         yield adapter, session
     await simulator.close()
@@ -45,25 +52,24 @@ async def test_page_one_fans_out_a_window_and_sub_reply_pages(
     pages = math.ceil(video.roots / 20)
     main = sorted(t.page for t in result.followups if t.kind == MAIN)
     assert main == list(range(2, min(pages, 51) + 1))
+    listed = _listed(payload)
     expected_replies = []
-    for root in payload["data"]["replies"]:
+    for root in listed:
         preview = root["replies"] or []
         if root["rcount"] > len(preview):
             expected_replies += [(root["rpid"], p) for p in range(1, math.ceil(root["rcount"] / 20) + 1)]
     assert sorted((t.root, t.page) for t in result.followups if t.kind == REPLY) == sorted(expected_replies)
     assert all(t.bvid == video.bvid and t.oid == video.aid for t in result.followups)
 
-    roots = [r["rpid"] for r in payload["data"]["replies"]]
+    roots = [r["rpid"] for r in listed]
     complete_previews = [
-        c["rpid"]
-        for r in payload["data"]["replies"]
-        if r["rcount"] <= len(r["replies"] or [])
-        for c in r["replies"] or []
+        c["rpid"] for r in listed if r["rcount"] <= len(r["replies"] or []) for c in r["replies"] or []
     ]
     assert [r["rpid"] for r in result.records] == [*_interleave(payload)]
     assert {r["rpid"] for r in result.records} == set(roots) | set(complete_previews)
     first = result.records[0]
-    root = payload["data"]["replies"][0]
+    root = listed[0]
+    assert first.pop("crawled_at") > 1_700_000_000_000  # unix ms of the fetch
     assert first == {
         "rpid": root["rpid"],
         "oid": video.aid,
@@ -80,10 +86,19 @@ async def test_page_one_fans_out_a_window_and_sub_reply_pages(
     }
 
 
+def _listed(payload: dict) -> list[dict]:
+    """Page 1's roots as a user sees them: pinned comments (outside ``replies``) first."""
+    data = payload["data"]
+    pinned = [(data.get("top") or {}).get("upper"), *(data.get("top_replies") or [])]
+    pinned.append((data.get("upper") or {}).get("top"))
+    unique = {c["rpid"]: c for c in pinned if c}
+    return [*unique.values(), *data["replies"]]
+
+
 def _interleave(payload: dict) -> list[int]:
     """Roots in page order, each followed by its preview when the preview is complete."""
     order = []
-    for root in payload["data"]["replies"]:
+    for root in _listed(payload):
         order.append(root["rpid"])
         preview = root["replies"] or []
         if root["rcount"] <= len(preview):
@@ -146,7 +161,8 @@ def _body(code: int, **data: object) -> bytes:
     ("body", "error", "reason"),
     [
         (_body(-412), Throttled, "banned"),
-        (_body(-352), Throttled, "risk_check"),
+        (_body(-352), CredentialsRejected, "risk_check"),
+        (_body(-403), CredentialsRejected, "wbi_rejected"),
         (_body(-799), Throttled, "too_frequent"),
         (_body(-503), ServerError, "overloaded"),
         (_body(-509), ServerError, "overloaded"),
@@ -155,7 +171,6 @@ def _body(code: int, **data: object) -> bytes:
         (b"<html>gateway</html>", BadPayload, "bad_json"),
         (b"[1, 2]", BadPayload, "bad_json"),
         (_body(0), BadPayload, "bad_shape"),
-        (_body(0, replies=None, page={"num": 2, "size": 20, "count": 90}), Throttled, "soft_block"),
         (_body(0, replies=[{"rpid": "x"}], page={"num": 2, "size": 20, "count": 90}), BadPayload, "bad_shape"),
     ],
 )
@@ -169,3 +184,67 @@ def test_error_shapes(body: bytes, error: type[Exception], reason: str) -> None:
 def test_page_one_without_count_is_bad_shape() -> None:
     with pytest.raises(BadPayload):
         BilibiliAdapter(TargetSettings()).parse(Task(kind=MAIN, oid=1, page=1), _body(0, replies=[]))
+
+
+def test_replies_null_past_page_one_is_a_login_reason_not_an_end() -> None:
+    body = _body(0, replies=None, page={"num": 2, "size": 20, "count": 90})
+    result = BilibiliAdapter(TargetSettings(root_paging="legacy")).parse(Task(kind=MAIN, oid=1, page=2), body)
+    assert result.records == [] and result.followups == []
+    assert result.ledger.reason is not None and result.ledger.reason[0] == "login"
+
+
+SESSION = "adapter-session"
+
+
+@pytest.fixture
+async def real_site(redis_url: str) -> AsyncIterator[tuple[BilibiliAdapter, aiohttp.ClientSession, Corpus]]:
+    import redis.asyncio as aioredis
+
+    from scraper.keys import TargetKeys
+    from scraper.settings import HttpSettings
+
+    corpus = Corpus.generate(seed=4, videos=6, comments=4000)
+    simulator = await start_simulator(SimulatorOptions(session=SESSION), corpus=corpus)
+    client = aioredis.Redis.from_url(redis_url)
+    http = HttpSettings(cookie=f"SESSDATA={SESSION}")
+    async with aiohttp.ClientSession(headers={"User-Agent": http.user_agent}) as session:
+        context = AdapterContext(client, TargetKeys("adapter"), session, http, cookie_host="")
+        yield BilibiliAdapter(TargetSettings(base_url=simulator.url), context), session, corpus
+    await client.aclose()
+    await simulator.close()
+
+
+async def test_cursor_chain_walks_every_root_and_opens_threads(
+    real_site: tuple[BilibiliAdapter, aiohttp.ClientSession, Corpus],
+) -> None:
+    adapter, session, corpus = real_site
+    video = max((v for v in corpus.videos if v.state == "ok" and v.has_pinned), key=lambda v: v.roots)
+    [task] = adapter.seed_tasks([Video(aid=video.aid, bvid=video.bvid)])
+    assert task.kind == CURSOR
+    roots: list[int] = []
+    threads: list[tuple[int, int, int]] = []
+    first = True
+    while True:
+        request = await adapter.request(task)
+        assert "w_rid=" in request.url and "SESSDATA=" in request.headers["Cookie"]
+        result = adapter.parse(task, await fetch(session, request.url, request.headers))
+        if first:
+            assert result.ledger.expected == video.acount  # all_count: roots and replies
+            assert result.records[0]["rpid"] == video.pinned_rpid  # pinned first, from data.top
+            first = False
+        roots += [r["rpid"] for r in result.records if r["root"] == 0]
+        threads += result.ledger.threads
+        assert all(t.kind == REPLY for t in result.followups)  # the chain goes on by continuation
+        if result.continuation is None:
+            assert result.ledger.short_code == "short"  # only used if fewer than announced arrived
+            break
+        task = result.continuation
+        assert task.offset and task.page > 1
+    assert len(roots) == len(set(roots)) == video.roots + 1  # every listed root, plus the pinned one
+    assert video.pinned_rpid in {root for root, _, _ in threads}
+
+
+async def test_cursor_without_keys_or_context_is_transient() -> None:
+    adapter = BilibiliAdapter(TargetSettings())
+    with pytest.raises(TransientError):
+        await adapter.request(Task(kind=CURSOR, oid=1, page=1))

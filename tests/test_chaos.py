@@ -54,9 +54,13 @@ WORK = [
     "1",
 ]
 
+SESSION = "test-session"  # the simulator accepts it as SESSDATA; the crawler sends it (issue 10)
+COOKIE = f"SESSDATA={SESSION}"
+SIM_SESSION = ("--session", SESSION)
+
 
 def test_chaos_kill_and_redis_restart(tmp_path: Path, aof_redis: RedisServer) -> None:
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, SCRAPER_COOKIE=COOKIE)
     url = aof_redis.url
     videos = tmp_path / "videos.txt"
     out = tmp_path / "out"
@@ -64,6 +68,8 @@ def test_chaos_kill_and_redis_restart(tmp_path: Path, aof_redis: RedisServer) ->
     started = time.monotonic()
     with simulator(
         env,
+        "--session",
+        SESSION,
         "--seed",
         str(SEED),
         "--videos",
@@ -111,7 +117,7 @@ def test_chaos_kill_and_redis_restart(tmp_path: Path, aof_redis: RedisServer) ->
         faults = orjson.loads(urllib.request.urlopen(f"{base_url}/_sim/stats", timeout=5).read())["faults"]
 
     elapsed = time.monotonic() - started
-    exported = assert_exported_exactly(tmp_path, common, out, env, corpus.expected_rpids())
+    exported = assert_exported_exactly(tmp_path, common, out, env, corpus.all_rpids())
 
     final = stats_json(url, env)
     assert (final["queued"], final["in_flight"], final["delayed"], final["dead"]) == (0, 0, 0, 0)
@@ -131,12 +137,24 @@ def test_chaos_kill_and_redis_restart(tmp_path: Path, aof_redis: RedisServer) ->
 
 
 def test_sigterm_drains_and_exits_zero(tmp_path: Path, redis_url: str) -> None:
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, SCRAPER_COOKIE=COOKIE)
     videos = tmp_path / "videos.txt"
     out = tmp_path / "out"
     common = ["--target", "video-list", "--redis-url", redis_url]
     with simulator(
-        env, "--seed", "3", "--videos", "12", "--comments", "4000", "--latency-ms", "300", "--write-videos", str(videos)
+        env,
+        "--session",
+        SESSION,
+        "--seed",
+        "3",
+        "--videos",
+        "12",
+        "--comments",
+        "4000",
+        "--latency-ms",
+        "300",
+        "--write-videos",
+        str(videos),
     ) as base_url:
         corpus = Corpus.generate(seed=3, videos=12, comments=4000)
         coordinate(env, common, videos, base_url)
@@ -189,16 +207,28 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path, redis_url: str) -> None:
             timeout=300,
         )
         assert finish.returncode == 0, finish.stderr
-    assert_exported_exactly(tmp_path, common, out, env, corpus.expected_rpids())
+    assert_exported_exactly(tmp_path, common, out, env, corpus.all_rpids())
     print(f"drain took {drain_s:.1f}s")
 
 
 def test_second_interrupt_forces_exit(tmp_path: Path, redis_url: str) -> None:
     """Ctrl-C drains; a second Ctrl-C does not wait for slow pages."""
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, SCRAPER_COOKIE=COOKIE)
     videos = tmp_path / "videos.txt"
     common = ["--target", "video-list", "--redis-url", redis_url]
-    with simulator(env, "--seed", "3", "--videos", "6", "--latency-ms", "20000", "--write-videos", str(videos)) as url:
+    with simulator(
+        env,
+        "--session",
+        SESSION,
+        "--seed",
+        "3",
+        "--videos",
+        "6",
+        "--latency-ms",
+        "20000",
+        "--write-videos",
+        str(videos),
+    ) as url:
         coordinate(env, common, videos, url)
         pod = start_cli(["work", *common, "--processes", "1", "--rate-limit", "0", "--drain-timeout", "60",
                          "--output-dir", str(tmp_path / "out")], env)  # fmt: skip

@@ -1,4 +1,8 @@
-"""Each error class ends where it should: retry, final record, dead letter; requeue completes."""
+"""Each error class ends where it should: retry, final record, dead letter; requeue completes.
+
+Legacy paging (page numbers, a depth cap) with the simulator's session cookie:
+the pages past the cap are final records, and their videos stay incomplete.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ from scraper.simulator.corpus import Corpus
 from tests.helpers import assert_exported_exactly, cli_env, coordinate, run_cli, simulator, stats_json
 
 SEED, VIDEOS, COMMENTS, MAX_PAGE = 21, 12, 3000, 3
+SESSION = "dead-letter-session"
 
 
 def test_dead_letters_then_requeue_completes(tmp_path: Path, redis_url: str) -> None:
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}", SCRAPER_TARGET_ROOT_PAGING="legacy")
     videos = tmp_path / "videos.txt"
     out = tmp_path / "out"
     common = ["--target", "video-list", "--redis-url", redis_url]
@@ -44,6 +49,8 @@ def test_dead_letters_then_requeue_completes(tmp_path: Path, redis_url: str) -> 
         str(MAX_PAGE),
         "--fail-rate",
         "0.3",
+        "--session",
+        SESSION,
         "--write-videos",
         str(videos),
     ) as base_url:
@@ -78,7 +85,7 @@ def test_dead_letters_then_requeue_completes(tmp_path: Path, redis_url: str) -> 
     after = stats_json(redis_url, env)
     assert (after["queued"], after["in_flight"], after["delayed"], after["dead"]) == (0, 0, 0, 0)
     # Final records: never retried, counted once each.
-    assert after["final"]["closed"] == 1 and after["final"]["deleted"] == 1
+    assert after["final"]["closed"] == 1 and after["final"]["deleted"] >= 1  # a video, a deleted thread
     # Pages past the cap answer -400 and are recorded as such; the window of
     # 50 pages that page 1 opens bounds how many a deep video costs.
     assert (
@@ -88,3 +95,13 @@ def test_dead_letters_then_requeue_completes(tmp_path: Path, redis_url: str) -> 
     )
     assert_exported_exactly(tmp_path, common, out, env, corpus.expected_rpids())
     assert run_cli(["dead", *common, "purge"], env).stdout.strip() == "dead purge: 0 dead letters removed"
+    # The requeued pages completed their videos; the ones past the cap are reported, not "done".
+    report = run_cli(["report", *common, "--json"], env)
+    assert report.returncode == 3
+    rows = {row["oid"]: row for row in orjson.loads(report.stdout)["videos"]}
+    for video in corpus.videos:
+        capped = video.state == "ok" and video.roots > MAX_PAGE * 20
+        expected = "incomplete" if capped else {"closed": "closed", "deleted": "deleted"}.get(video.state, "complete")
+        assert rows[video.aid]["status"] == expected, rows[video.aid]
+        if capped:
+            assert "legacy paging depth reached" in rows[video.aid]["reason"]

@@ -1,4 +1,5 @@
-"""Request identity: configured headers and the secret cookie reach the site, never the logs."""
+"""Request identity: configured headers, the device cookie and the secret login cookie reach
+the site (and only the site), never the logs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from scraper.targets.bilibili_identity import cookie_allowed, parse_cookie
 from tests.conftest import free_port
 from tests.helpers import cli_env, coordinate, run_cli, stats_json
 
@@ -26,12 +28,23 @@ def recording_site() -> Iterator[tuple[str, list[dict[str, str]]]]:
     loop = asyncio.new_event_loop()
 
     async def reply(request: web.Request) -> web.Response:
-        seen.append(dict(request.headers))
+        seen.append({"path": request.path, **request.headers})
         return web.Response(body=orjson.dumps({"code": 12002, "message": "closed"}), content_type="application/json")
+
+    async def spi(request: web.Request) -> web.Response:
+        seen.append({"path": request.path, **request.headers})
+        return web.json_response({"code": 0, "data": {"b_3": "DEVICE-B3infoc", "b_4": "B4"}})
+
+    async def nav(request: web.Request) -> web.Response:
+        seen.append({"path": request.path, **request.headers})
+        wbi = {"img_url": "https://i0.hdslb.com/bfs/wbi/" + "a" * 32 + ".png", "sub_url": "x/" + "b" * 32 + ".png"}
+        return web.json_response({"code": -101, "message": "not logged in", "data": {"wbi_img": wbi}})
 
     async def start() -> web.AppRunner:
         app = web.Application()
-        app.router.add_get("/x/v2/reply", reply)
+        app.router.add_get("/x/v2/reply/wbi/main", reply)
+        app.router.add_get("/x/frontend/finger/spi", spi)
+        app.router.add_get("/x/web-interface/nav", nav)
         runner = web.AppRunner(app)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -79,10 +92,12 @@ def test_headers_and_cookie(
         timeout=60,
     )
     assert work.returncode == 0, work.stderr
-    assert len(seen) == 1
-    assert seen[0]["Cookie"] == COOKIE
-    assert seen[0]["User-Agent"] == "my-agent/1.0"
-    assert seen[0]["Referer"] == "https://www.bilibili.com"
+    assert [s["path"] for s in seen] == ["/x/frontend/finger/spi", "/x/web-interface/nav", "/x/v2/reply/wbi/main"]
+    page = seen[-1]
+    # the crawler's device cookie merged with the user's (the user's buvid3 wins)
+    assert parse_cookie(page["Cookie"]) == {"buvid3": "abc", "buvid4": "B4", "SESSDATA": "s3cr3t-value"}
+    assert "Cookie" not in seen[0]  # the device lookup needs no login
+    assert all(s["User-Agent"] == "my-agent/1.0" and s["Referer"] == "https://www.bilibili.com" for s in seen)
     stats = stats_json(redis_url, env)
     assert stats["final"] == {"closed": 1}
     everything = work.stdout + work.stderr + orjson.dumps(stats).decode()
@@ -105,3 +120,47 @@ def test_health_probe(tmp_path: Path) -> None:
     os.utime(beat, (old, old))
     stale = run_cli(["health", "--heartbeat-dir", str(beats), "--max-age", "30"], env)
     assert stale.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "allowed"),
+    [
+        ("https://api.bilibili.com/x/v2/reply", "api.bilibili.com", True),
+        ("http://api.bilibili.com/x/v2/reply", "api.bilibili.com", False),  # never in clear text
+        ("https://evil.example/x/v2/reply", "api.bilibili.com", False),  # a base URL stored in Redis
+        ("https://api.bilibili.com.evil.example/", "api.bilibili.com", False),
+        ("http://127.0.0.1:8088/x/v2/reply", "api.bilibili.com", True),  # tests, the simulator
+        ("http://[::1]:8088/", "", True),
+        ("http://localhost:8088/", "", True),
+        ("https://api.bilibili.com/", "", False),
+    ],
+)
+def test_the_login_cookie_goes_only_to_the_target(url: str, host: str, allowed: bool) -> None:
+    assert cookie_allowed(url, host) is allowed
+
+
+def test_a_stored_base_url_elsewhere_gets_no_login_cookie(tmp_path: Path, redis_url: str) -> None:
+    """Issue 12: workers crawl the base URL the coordinator stored; the cookie stays with the configured host."""
+    import asyncio
+
+    import aiohttp
+    import redis.asyncio as aioredis
+
+    from scraper.keys import TargetKeys
+    from scraper.settings import HttpSettings
+    from scraper.targets.base import AdapterContext
+    from scraper.targets.bilibili_identity import Identity
+
+    async def check() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        async with aiohttp.ClientSession() as session:
+            http = HttpSettings(cookie="SESSDATA=s3cr3t-value")
+            context = AdapterContext(client, TargetKeys("t"), session, http, cookie_host="api.bilibili.com")
+            elsewhere = Identity(context, "https://mirror.example.org")
+            assert not elsewhere.logged_in
+            assert "s3cr3t" not in elsewhere.cookie({"buvid3": "x"})
+            home = Identity(context, "https://api.bilibili.com")
+            assert home.logged_in and "SESSDATA=s3cr3t-value" in home.cookie({"buvid3": "x"})
+        await client.aclose()
+
+    asyncio.run(check())

@@ -20,6 +20,10 @@ from scraper.simulator.corpus import Corpus
 from tests.conftest import free_port
 from tests.helpers import cli_env, coordinate, run_cli, simulator, start_cli, stats_json, wait_for
 
+SESSION = "test-session"  # the simulator accepts it as SESSDATA; the crawler sends it (issue 10)
+COOKIE = f"SESSDATA={SESSION}"
+SIM_SESSION = ("--session", SESSION)
+
 
 def _scrape(port: int) -> dict[str, list]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -27,12 +31,24 @@ def _scrape(port: int) -> dict[str, list]:
 
 
 def test_stats_and_metrics_before_during_after(tmp_path: Path, redis_url: str) -> None:
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, SCRAPER_COOKIE=COOKIE)
     videos, out = tmp_path / "videos.txt", tmp_path / "out"
     common = ["--target", "video-list", "--redis-url", redis_url]
     metrics_port, exporter_port = free_port(), free_port()
     with simulator(
-        env, "--seed", "4", "--videos", "10", "--comments", "3000", "--latency-ms", "400", "--write-videos", str(videos)
+        env,
+        "--session",
+        SESSION,
+        "--seed",
+        "4",
+        "--videos",
+        "10",
+        "--comments",
+        "3000",
+        "--latency-ms",
+        "400",
+        "--write-videos",
+        str(videos),
     ) as base_url:
         corpus = Corpus.generate(seed=4, videos=10, comments=3000)
         coordinate(env, common, videos, base_url)
@@ -172,7 +188,7 @@ def test_stats_text_view(tmp_path: Path, redis_url: str) -> None:
         await client.aclose()
 
     asyncio.run(seed())
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, SCRAPER_COOKIE=COOKIE)
     result = run_cli(["stats", "--target", "video-list", "--redis-url", redis_url], env)
     assert result.returncode == 0, result.stderr
     assert "retries 1 (timeout 1)" in result.stdout and "final (closed 1)" in result.stdout
@@ -224,5 +240,7 @@ def test_run_prints_plain_progress_and_json_logs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["loud"])
 def test_bad_log_level(tmp_path: Path, value: str) -> None:
-    result = run_cli(["stats", "--target", "video-list", "--log-level", value], cli_env(tmp_path))
+    result = run_cli(
+        ["stats", "--target", "video-list", "--log-level", value], cli_env(tmp_path, SCRAPER_COOKIE=COOKIE)
+    )
     assert result.returncode == 2 and "--log-level must be one of" in result.stderr

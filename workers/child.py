@@ -25,6 +25,7 @@ from scraper.redis_conn import async_client
 from scraper.settings import Settings
 from scraper.sinks import JsonlSink, shard_path
 from scraper.targets import load_adapter
+from scraper.targets.base import AdapterContext
 from workers.consumer import Consumer
 from workers.heartbeat import Heartbeat, consumer_name
 from workers.spec import ChildSpec
@@ -45,13 +46,21 @@ def build_session(settings: Settings) -> aiohttp.ClientSession:
         keepalive_timeout=30,
     )
     headers = {"User-Agent": http.user_agent, "Referer": http.referer, "Accept": "application/json"}
-    cookie = http.cookie
-    if not cookie and http.cookie_file:
-        cookie = Path(http.cookie_file).read_text(encoding="utf-8").strip()
-    if cookie:
-        headers["Cookie"] = cookie
     timeout = aiohttp.ClientTimeout(total=http.timeout_s, sock_connect=http.connect_timeout_s)
-    return aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout, raise_for_status=False)
+    # No session-wide Cookie and no cookie jar: the adapter sets cookies per
+    # request, so the login cookie goes only where its policy allows.
+    return aiohttp.ClientSession(
+        connector=connector,
+        headers=headers,
+        timeout=timeout,
+        raise_for_status=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+def _cookie_host(settings: Settings) -> str:
+    """Where the login cookie may go: the configured host, never a base URL read from Redis."""
+    return settings.http.cookie_host or (urlparse(settings.target.base_url).hostname or "")
 
 
 async def child_main(spec: ChildSpec, index: int) -> None:
@@ -90,9 +99,11 @@ async def child_main(spec: ChildSpec, index: int) -> None:
         settings=settings,
         name=name,
         redis_client=redis_client,
-        queue=TaskQueue(redis_client, keys, name),
+        queue=TaskQueue(redis_client, keys, name, target.complete_ratio),
         session=session,
-        adapter=load_adapter(target),
+        adapter=load_adapter(
+            target, AdapterContext(redis_client, keys, session, settings.http, _cookie_host(settings))
+        ),
         sink=sink,
         limiter=limiter,
         heartbeat=heartbeat,

@@ -26,11 +26,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from scraper.errors import PageError, PageUnavailable, Throttled
+from scraper.ledger import dead_delta, failure_delta
 from scraper.queue import Entry, SettleBatch, TaskQueue, now_ms
 from scraper.ratelimit import Limiter, NullLimiter
 from scraper.settings import Settings
+from scraper.settle import Outcome
 from scraper.sinks import JsonlSink
-from scraper.targets.base import SiteAdapter
+from scraper.targets.base import CredentialsRejected, PageResult, Request, SiteAdapter
 from scraper.tasks import Task
 from workers.fetch import fetch
 from workers.heartbeat import Heartbeat, prune_consumers
@@ -39,6 +41,7 @@ from workers.telemetry import Telemetry
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _BURST_BLOCK_MS = 100
+_INLINE_RENEWALS = 2  # -403 retries right after a key renewal, before the delayed path
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
@@ -131,9 +134,8 @@ class Consumer:
             await self._slot_freed.wait()
 
     def _release(self, tasks: list[Task], entry_ids: list[bytes]) -> None:
-        batch = self.pending
-        batch.releases.extend(tasks)
-        batch.acks.extend(entry_ids)
+        for task, entry_id in zip(tasks, entry_ids, strict=True):
+            self.pending.release(entry_id, task)
 
     # ---- claiming --------------------------------------------------------
 
@@ -175,63 +177,110 @@ class Consumer:
                 self._slot_freed.set()
 
     async def _process(self, entry_id: bytes, task: Task) -> None:
-        started = time.perf_counter()
+        renewed: list[str] = []  # -403 refusals retried at once, in this coroutine
         try:
-            body = await self._fetch(task)
-            result = self.adapter.parse(task, body)
+            result = await self._page(task, renewed)
         except PageError as exc:
-            self.telemetry.request(time.perf_counter() - started, exc.reason)
             await self._failed(entry_id, task, exc)
             return
-        self.telemetry.request(time.perf_counter() - started, "ok")
-        self.limiter.on_success()
-        batch = self.pending  # the settler may have swapped it while we awaited
+        outcome = Outcome(entry_id, task, result.followups, len(result.records), ledger=result.ledger)
+        outcome.counters.update(pages_done=1, comments=len(result.records))
         if result.records:
             self.sink.write(result.records)
-        batch.followups.extend(result.followups)
-        batch.acks.append(entry_id)
-        batch.counters["pages_done"] += 1
-        batch.counters["comments"] += len(result.records)
+        # A chain (cursor pages) goes on in this coroutine for a few pages: a
+        # trip through the stream would put each step behind the whole backlog.
+        # The pages fetched inline count as part of this entry; if the worker
+        # dies first, the entry is fetched again and so is the chain.
+        inline = 0
+        while result.continuation is not None and inline < self.worker.chain_inline and not self.stopping.is_set():
+            try:
+                result = await self._page(result.continuation, renewed)
+            except PageError:
+                break  # the continuation goes through the queue, with its retries
+            inline += 1
+            _merge(outcome, result)
+            if result.records:
+                self.sink.write(result.records)
+            self.pages_done += 1
+        if result.continuation is not None:
+            outcome.followups.append(result.continuation)
+        outcome.counters.update(f"retries:{reason}" for reason in renewed)
+        outcome.counters["retries"] += len(renewed)
+        self.pending.add(outcome)  # the settler may have swapped the batch while we awaited
         self.pages_done += 1
 
-    async def _fetch(self, task: Task) -> bytes:
+    async def _page(self, task: Task, renewed: list[str]) -> PageResult:
+        """Fetch and parse one page; a -403 is retried at once after the shared key renewal."""
+        started = time.perf_counter()
+        request: Request | None = None
+        while True:
+            try:
+                request = await self.adapter.request(task)
+                body = await self._fetch(request)
+                result = self.adapter.parse(task, body)
+                break
+            except PageError as exc:
+                self.telemetry.request(time.perf_counter() - started, exc.reason)
+                if isinstance(exc, CredentialsRejected):  # -403/-352: renewed once, centrally
+                    await self.adapter.renew(request, exc)
+                    if not exc.cooldown and len(renewed) < _INLINE_RENEWALS:
+                        # Stale WBI keys: the renewed keys are good now; waiting
+                        # for a delayed retry only risks the next rotation.
+                        renewed.append(exc.reason)
+                        started = time.perf_counter()
+                        continue
+                raise
+        self.telemetry.request(time.perf_counter() - started, "ok")
+        self.limiter.on_success()
+        return result
+
+    async def _fetch(self, request: Request) -> bytes:
         if self._unlimited:  # no limiter round trips at all on the hot path
-            return await fetch(self.session, self.adapter.url(task))
+            return await fetch(self.session, request.url, request.headers)
         async with self.limiter.slot():  # cluster-wide in-flight cap (no-op when off)
             await self._redis_retry(self.limiter.acquire)
-            return await fetch(self.session, self.adapter.url(task))
+            return await fetch(self.session, request.url, request.headers)
 
     async def _failed(self, entry_id: bytes, task: Task, exc: PageError) -> None:
         # Every change to the batch happens before the first await: the
         # settler swaps batches while we wait, and a retry appended to an
         # already-settled batch would be lost.
-        batch = self.pending
-        batch.acks.append(entry_id)
+        outcome = self.pending.add(Outcome(entry_id, task))
         if isinstance(exc, PageUnavailable):
-            batch.final.append(_record(task, self.name, kind=exc.kind, error=str(exc)))
-            batch.counters[f"final:{exc.kind}"] += 1
-            batch.counters["pages_final"] += 1
+            outcome.final = _record(task, self.name, kind=exc.kind, error=str(exc))
+            outcome.ledger = failure_delta(task, exc)
+            outcome.counters[f"final:{exc.kind}"] += 1
+            outcome.counters["pages_final"] += 1
             return
         attempts = task.attempt + 1
-        if attempts >= self.worker.max_attempts:
-            self._dead(task, exc.reason, str(exc), attempts)
+        target = self.settings.target
+        if isinstance(exc, CredentialsRejected) and task.renewals < target.credential_retries:
+            # Not the page's fault: retry soon with the renewed credential, no attempt spent.
+            delay = target.credential_retry_s * (0.5 + random.random())
+            outcome.retry_task, outcome.retry_due_ms = task.renewed(), now_ms() + int(delay * 1000)
+            outcome.counters[f"retries:{exc.reason}"] += 1
+            outcome.counters["retries"] += 1
+        elif attempts >= self.worker.max_attempts:
+            self._dead(outcome, exc.reason, str(exc), attempts)
         else:
             delay = self._backoff_s(attempts, exc)
-            batch.retries.append((task.retried(), now_ms() + int(delay * 1000)))
-            batch.counters[f"retries:{exc.reason}"] += 1
-            batch.counters["retries"] += 1
-        if isinstance(exc, Throttled):
-            batch.counters["bans"] += 1
+            outcome.retry_task, outcome.retry_due_ms = task.retried(), now_ms() + int(delay * 1000)
+            outcome.counters[f"retries:{exc.reason}"] += 1
+            outcome.counters["retries"] += 1
+        cooldown = isinstance(exc, CredentialsRejected) and exc.cooldown
+        if isinstance(exc, Throttled) or cooldown:
+            outcome.counters["bans"] += 1
             log.warning("%s: throttled (%s) on %s", self.name, exc, task.fingerprint)
             try:
-                await self.limiter.on_throttle(exc.retry_after_s)
+                await self.limiter.on_throttle(getattr(exc, "retry_after_s", None))
             except REDIS_DOWN as redis_exc:  # the page is already rescheduled; the next ban tells the limiter
                 log.warning("%s: could not record the ban in Redis: %s", self.name, redis_exc)
 
-    def _dead(self, task: Task, reason: str, error: str, attempts: int) -> None:
-        batch = self.pending
-        batch.dead.append(_record(task, self.name, reason=reason, error=error, attempts=attempts))
-        batch.counters["dead"] += 1
+    def _dead(self, outcome: Outcome, reason: str, error: str, attempts: int) -> None:
+        task = outcome.task
+        outcome.dead = _record(task, self.name, reason=reason, error=error, attempts=attempts)
+        outcome.ledger = dead_delta(task, reason, attempts)
+        outcome.counters["dead"] += 1
         log.warning("%s: dead letter %s after %d attempts: %s", self.name, task.fingerprint, attempts, error)
 
     def _backoff_s(self, attempts: int, exc: PageError) -> float:
@@ -287,8 +336,8 @@ class Consumer:
             if deliveries > self.worker.max_attempts:
                 # Delivered again and again, never settled: a page that kills
                 # its worker. Park it rather than crash every consumer in turn.
-                self.pending.acks.append(entry_id)
-                self._dead(task, "poison", f"delivered {deliveries} times without settling", deliveries)
+                poison = self.pending.add(Outcome(entry_id, task))
+                self._dead(poison, "poison", f"delivered {deliveries} times without settling", deliveries)
                 continue
             self.local.put_nowait((entry_id, task))
         await self._cleanup_consumers()
@@ -342,6 +391,19 @@ async def _stop_tasks(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) -
     _, stuck = await asyncio.wait(tasks, timeout=timeout_s)
     for task in stuck:
         log.warning("task %s ignored its cancellation; leaving it behind", task.get_name())
+
+
+def _merge(outcome: Outcome, page: PageResult) -> None:
+    """Fold a page fetched inline into its chain's outcome (one ledger delta for both)."""
+    outcome.followups.extend(page.followups)
+    outcome.records += len(page.records)
+    outcome.counters.update(pages_done=1, comments=len(page.records))
+    delta, more = outcome.ledger, page.ledger
+    delta.threads.extend(more.threads)
+    delta.reason = delta.reason or more.reason
+    delta.short_code = more.short_code or delta.short_code
+    if delta.expected is None:
+        delta.expected = more.expected
 
 
 def _record(task: Task, consumer: str, **extra: Any) -> dict[str, Any]:

@@ -38,9 +38,10 @@ def classify_status(status: int, headers: Mapping[str, str] | None = None) -> No
     raise PageUnavailable(f"HTTP {status}", kind="http_4xx" if 400 <= status < 500 else f"http_{status}")
 
 
-async def fetch(session: aiohttp.ClientSession, url: str) -> bytes:
+async def fetch(session: aiohttp.ClientSession, url: str, headers: Mapping[str, str] | None = None) -> bytes:
+    """GET ``url``; ``headers`` add to the session's (the adapter's per-request cookies)."""
     try:
-        async with session.get(url, allow_redirects=False) as response:
+        async with session.get(url, allow_redirects=False, headers=headers) as response:
             body = await response.read()
             classify_status(response.status, response.headers)
             return body

@@ -17,6 +17,6 @@ class Telemetry:
         self.recorder.request(duration_s, outcome)
 
     def settled(self, batch: SettleBatch) -> None:
-        self.recorder.settled(batch.counters)
+        self.recorder.settled(batch.all_counters())
         if self.in_flight is not None:
             self.recorder.in_flight(self.in_flight())

@@ -25,6 +25,7 @@ COMMANDS = (
     "work",
     "export",
     "stats",
+    "report",
     "dead",
     "reset",
     "simulate",

@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
                 f"reset {keys.target}: {len(live)} workers are running (e.g. {live[0]['name']}); "
                 "stop them first or pass --force"
             )
-        deleted = await client.delete(*keys.all())
+        from scraper.ledger import delete_ledgers  # noqa: PLC0415
+
+        deleted = await client.delete(*keys.all()) + await delete_ledgers(client, keys)
         await client.srem(target_index_key(keys.prefix), keys.target)
         print(f"reset {keys.target}: {deleted} keys deleted; output shards under the output dir are untouched")
         return 0

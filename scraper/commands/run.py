@@ -39,11 +39,17 @@ def register(sub: Subparsers) -> None:
     p.set_defaults(handler=run)
 
 
+SIM_PREFIX = "scraper-sim"  # Redis namespace of simulated crawls: never the real target's keys
+
+
 async def _maybe_simulator(
     settings: Settings, aids: list[int], rate_given: bool
 ) -> tuple[Settings, RunningSimulator | None]:
+    """Fall back to the bundled simulator, in a namespace of its own (Redis keys and output)."""
+    import secrets  # noqa: PLC0415
     import sys  # noqa: PLC0415
     from dataclasses import replace  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
 
     from scraper.reachability import reachable  # noqa: PLC0415
 
@@ -53,13 +59,30 @@ async def _maybe_simulator(
     from scraper.simulator.app import SimulatorOptions, start_simulator  # noqa: PLC0415
     from scraper.simulator.corpus import Corpus  # noqa: PLC0415
 
-    simulator = await start_simulator(SimulatorOptions(), corpus=Corpus.for_aids(aids, seed=1))
+    session = secrets.token_hex(16)
+    simulator = await start_simulator(SimulatorOptions(session=session), corpus=Corpus.for_aids(aids, seed=1))
     why = "as asked" if mode == "always" else f"{settings.target.base_url} is unreachable"
-    print(f"run: {why}: crawling the bundled simulator at {simulator.url}", file=sys.stderr)
+    output_dir = Path(settings.worker.output_dir) / "simulated"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    banner = "=" * 72
+    print(
+        f"{banner}\nSIMULATED DATA: {why}: crawling the bundled simulator at {simulator.url}\n"
+        f"  Redis keys under {SIM_PREFIX}:*, output under {output_dir}\n"
+        "  the crawler logs in with the simulator's own session cookie (SESSDATA), not yours\n"
+        f"{banner}",
+        file=sys.stderr,
+    )
     # The politeness limit is for the real site; the local simulator is ours
     # to hammer unless the user set a limit on the command line.
     rate = settings.target.rate_limit if rate_given else 0.0
-    return replace(settings, target=replace(settings.target, base_url=simulator.url, rate_limit=rate)), simulator
+    settings = replace(
+        settings,
+        target=replace(settings.target, base_url=simulator.url, rate_limit=rate),
+        redis=replace(settings.redis, key_prefix=SIM_PREFIX),
+        worker=replace(settings.worker, output_dir=str(output_dir)),
+        http=replace(settings.http, cookie=f"SESSDATA={session}", cookie_file=""),
+    )
+    return settings, simulator
 
 
 def _quiet_workers(settings: Settings, explicit_level: bool) -> Settings:
@@ -115,15 +138,16 @@ def run(args: argparse.Namespace) -> int:
     common.check_base_url(settings.target.base_url)
     videos = common.load_videos(settings)
     url = common.redis_url(settings)
-    default_output = Path(settings.worker.output_dir) / f"{settings.target.name}.jsonl"
-    output = Path(args.output).absolute() if args.output else default_output
-    keys = common.keys(settings)
 
     async def go() -> int:
         nonlocal settings
         settings, simulator = await _maybe_simulator(
             settings, [v.aid for v in videos.videos], rate_given=args.rate_limit is not None
         )
+        # After the fallback: a simulated run has its own keys and output folder.
+        default_output = Path(settings.worker.output_dir) / f"{settings.target.name}.jsonl"
+        output = Path(args.output).absolute() if args.output else default_output
+        keys = common.keys(settings)
         try:
             client = await common.client(settings, url)
         except BaseException:

@@ -31,13 +31,22 @@ class VideoOutcome:
     lines: list[str] = field(default_factory=list)  # printed under the summary (e.g. one per incomplete video)
 
 
-async def per_video_summary(client: aioredis.Redis, settings: Settings) -> VideoOutcome | None:
-    """HOOK: the per-video part of the summary (complete / incomplete videos).
+async def per_video_summary(client: aioredis.Redis, settings: Settings) -> VideoOutcome:
+    """The per-video part of the summary, from the completeness ledger (scraper.report)."""
+    from scraper.keys import TargetKeys  # noqa: PLC0415
+    from scraper.report import build_report, render_summary  # noqa: PLC0415
 
-    The completeness report plugs in here (return its counts); None means
-    "not known", and then only dead letters decide the exit code."""
-    del client, settings
-    return None
+    keys = TargetKeys(settings.target.name, settings.redis.key_prefix)
+    document, code = await build_report(client, keys)
+    summary: dict[str, int] = document["summary"]
+    lines = [render_summary(summary)]
+    not_done = [v for v in document["videos"] if v["status"] in ("incomplete", "pending")]
+    for video in not_done[:10]:
+        lines.append(f"{video['bvid']}: {video['status']}: {video['reason']}")
+    if len(not_done) > 10:
+        lines.append(f"... and {len(not_done) - 10} more: `scraper report --target {settings.target.name}`")
+    incomplete = len(not_done) if code != 0 else 0
+    return VideoOutcome(complete=summary.get("complete", 0), incomplete=incomplete, lines=lines)
 
 
 @dataclass(frozen=True, slots=True)

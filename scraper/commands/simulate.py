@@ -23,7 +23,22 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--comments", type=int, default=5000, help="total comments, roots + replies (default 5000)")
     p.add_argument("--seed", type=int, default=1, help="corpus seed: the same seed serves the same comments")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer, milliseconds")
-    p.add_argument("--max-page", type=int, default=0, help="depth cap: deeper pages answer code -400; 0 = none")
+    p.add_argument(
+        "--profile",
+        choices=["real", "legacy-open"],
+        default="real",
+        help="real: like the service (WBI, buvid3, login gating, depth cap); legacy-open: every gate off",
+    )
+    p.add_argument("--session", default="", help="the SESSDATA cookie value accepted as logged in (default: none)")
+    p.add_argument(
+        "--key-rotate-s", type=float, default=86400.0, help="WBI keys change every this many seconds (0 = never)"
+    )
+    p.add_argument(
+        "--max-page",
+        type=int,
+        default=None,
+        help="legacy depth cap: deeper pages answer code -400 (0 = none; default 250 real, 0 legacy-open)",
+    )
     p.add_argument("--write-videos", help="write the corpus's video list to this file")
     for fault, what in FAULTS.items():
         p.add_argument(f"--{fault}-rate", type=float, default=0.0, help=f"share of requests (0-1) that get {what}")
@@ -45,7 +60,8 @@ def _validate(args: argparse.Namespace) -> None:
         "--videos": (args.videos, COUNT),
         "--comments": (args.comments, NON_NEGATIVE),
         "--latency-ms": (args.latency_ms, NON_NEGATIVE),
-        "--max-page": (args.max_page, NON_NEGATIVE),
+        "--max-page": (args.max_page if args.max_page is not None else 0, NON_NEGATIVE),
+        "--key-rotate-s": (args.key_rotate_s, NON_NEGATIVE),
         "--slow-ms": (args.slow_ms, NON_NEGATIVE),
         "--rate-limit": (args.rate_limit, NON_NEGATIVE),
         "--rate-burst": (args.rate_burst, COUNT),
@@ -70,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
         videos=args.videos,
         comments=args.comments,
         max_page=args.max_page,
+        profile=args.profile,
+        session=args.session,
+        key_rotate_s=args.key_rotate_s,
         latency_ms=args.latency_ms,
         fail_rate=args.fail_rate,
         truncate_rate=args.truncate_rate,

@@ -6,6 +6,7 @@ import argparse
 import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from scraper.commands.common import Subparsers, common_flags, work_flags
 
@@ -49,7 +50,13 @@ async def coordinated_base_url(client: aioredis.Redis, settings: Settings, expli
     stored = await client.hget(keys(settings).meta, "base_url")
     if stored and stored.decode() != settings.target.base_url:
         log.info("using base URL %s stored by the coordinator", stored.decode())
-        return replace(settings, target=replace(settings.target, base_url=stored.decode()))
+        # The login cookie stays bound to the configured host, whatever Redis says (issues 10, 12).
+        host = settings.http.cookie_host or urlparse(settings.target.base_url).hostname or ""
+        return replace(
+            settings,
+            target=replace(settings.target, base_url=stored.decode()),
+            http=replace(settings.http, cookie_host=host),
+        )
     return settings
 
 

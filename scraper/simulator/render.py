@@ -8,11 +8,11 @@ UTF-8 JSON bytes in the real API's envelope; the app caches them.
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import orjson
 
-from scraper.simulator.corpus import PREVIEW_SIZE, Corpus, SimVideo
+from scraper.simulator.corpus import Corpus, RootRef
+from scraper.simulator.model import PREVIEW_SIZE, REPLY_GAP_S, ROOT_GAP_S, SimVideo
 
 _M64 = (1 << 64) - 1
 
@@ -100,20 +100,12 @@ _REPLY_THREAD = (
     b'"count":0,"rcount":0,"state":0,"replies":null,'
 )
 _TAIL = b'"like":%d,"mid":%d,"member":%b,"content":%b'
-_MAIN_PAGE = (
-    b'{"code":0,"message":"0","ttl":1,"data":{"page":{"num":%d,"size":%d,"count":%d,"acount":%d},'
-    b'"replies":[%b],"upper":{"mid":%d,"top":null},"top_replies":[]}}'
-)
-_REPLY_PAGE = (
-    b'{"code":0,"message":"0","ttl":1,"data":{"page":{"num":%d,"size":%d,"count":%d},'
-    b'"replies":[%b],"root":%b,"upper":{"mid":%d}}}'
-)
 _USERS = 4096  # distinct commenters per corpus (people comment more than once)
 _MESSAGES = 2048  # distinct message texts per corpus
 _TAILS = 1 << 13  # (like, user, message) combinations per pool; a power of two
-_ROOT_GAP_S = 97  # seconds between consecutive root comments
-_REPLY_GAP_S = 41  # seconds between consecutive replies of one root
+_MASK = _TAILS - 1
 _PICK_MUL = 0x9E3779B1  # Knuth's multiplicative hash: consecutive rpids -> scattered picks
+_PINNED_TEXT = orjson.dumps({"message": "【置顶】感谢观看！问题和勘误请在这条评论下回复", "members": [], "emote": None})
 
 
 def mix64(value: int) -> int:
@@ -124,27 +116,31 @@ def mix64(value: int) -> int:
     return value ^ (value >> 31)
 
 
+def _pick(rpid: int) -> int:
+    return (rpid * _PICK_MUL >> 16) & _MASK
+
+
 def _reply_run(tails: list[bytes], aid: int, root: int, first: int, root_ctime: int, start: int, stop: int) -> bytes:
-    """Replies ``start``..``stop`` of one thread whose first reply has rpid ``first``."""
+    """Generated replies ``start``..``stop`` of one thread whose first reply has rpid ``first``."""
     thread = _REPLY_THREAD % (aid, root, root, root, root)
-    mask = _TAILS - 1
-    ctime = root_ctime + _REPLY_GAP_S * (start + 1)
+    ctime = root_ctime + REPLY_GAP_S * (start + 1)
     parts = []
     for rpid in range(first + start, first + stop):
-        parts.append(_REPLY % (rpid, rpid, rpid, ctime, thread, tails[(rpid * _PICK_MUL >> 16) & mask]))
-        ctime += _REPLY_GAP_S
+        parts.append(_REPLY % (rpid, rpid, rpid, ctime, thread, tails[(rpid * _PICK_MUL >> 16) & _MASK]))
+        ctime += REPLY_GAP_S
     return b",".join(parts)
 
 
 class Renderer:
-    """Renders one corpus's pages; pure, so its output can be cached freely.
+    """Renders one corpus's comments; pure for a given ``corpus.changes.version``.
 
     A crawl asks for each page about once, so first renders are on the hot
-    path. Pages are therefore built straight as JSON bytes (``bytes %``): the
-    seed draws pools of pre-encoded (like, user, message) tails, each comment
-    picks one by a multiplicative hash of its rpid, and the rest is a handful of
-    integers. About 1 us per comment object, several times faster than dicts
-    plus orjson; the loops are inlined on purpose. Tests parse every page.
+    path. Comments are therefore built straight as JSON bytes (``bytes %``):
+    the seed draws pools of pre-encoded (like, user, message) tails, each
+    comment picks one by a multiplicative hash of its rpid, and the rest is a
+    handful of integers. About 1 us per comment object, several times faster
+    than dicts plus orjson; the loops are inlined on purpose. A video with
+    added comments or changed likes goes through the slower general path.
     """
 
     def __init__(self, corpus: Corpus) -> None:
@@ -174,84 +170,126 @@ class Renderer:
             for _ in range(_MESSAGES)
         ]
 
-        def tail(like: int) -> bytes:
+        def parts(like: int) -> tuple[int, int, bytes, bytes]:
             mid, member = rng.choice(users)
-            return _TAIL % (like, mid, member, rng.choice(contents))
+            return like, mid, member, rng.choice(contents)
 
         # Root comments collect likes with a long tail; replies only a few.
-        self._root_tails = [tail(int((rng.paretovariate(1.1) - 1) * 6)) for _ in range(_TAILS)]
-        self._reply_tails = [tail(rng.randrange(40)) for _ in range(_TAILS)]
+        self._root_parts = [parts(int((rng.paretovariate(1.1) - 1) * 6)) for _ in range(_TAILS)]
+        self._reply_parts = [parts(rng.randrange(40)) for _ in range(_TAILS)]
+        self._root_tails = [_TAIL % p for p in self._root_parts]
+        self._reply_tails = [_TAIL % p for p in self._reply_parts]
+        self._hot: dict[int, tuple[int, list[int]]] = {}  # aid -> (changes version, rpids by likes)
 
-    def _replies(self, video: SimVideo, index: int, start: int, stop: int) -> bytes:
-        """Replies ``start``..``stop`` (oldest first) of root ``index``, comma-joined."""
-        root_ctime = video.ctime_base + (video.roots - 1 - index) * _ROOT_GAP_S
-        return _reply_run(
-            self._reply_tails, video.aid, video.root_rpid(index), video.reply_rpid(index, 0), root_ctime, start, stop
+    # -- likes -----------------------------------------------------------------
+
+    def like(self, rpid: int, *, root: bool) -> int:
+        """The like count a comment shows (a changed one wins)."""
+        changed = self.corpus.changes.likes.get(rpid)
+        if changed is not None:
+            return changed
+        return (self._root_parts if root else self._reply_parts)[_pick(rpid)][0]
+
+    def _tail(self, rpid: int, *, root: bool) -> bytes:
+        changed = self.corpus.changes.likes.get(rpid)
+        if changed is None:
+            return (self._root_tails if root else self._reply_tails)[_pick(rpid)]
+        _, mid, member, content = (self._root_parts if root else self._reply_parts)[_pick(rpid)]
+        return _TAIL % (changed, mid, member, content)
+
+    def _upper_tail(self, video: SimVideo, rpid: int) -> bytes:
+        member = orjson.dumps(
+            {
+                "mid": str(video.upper_mid),
+                "uname": f"UP主{video.upper_mid % 10_000}",
+                "sex": "保密",
+                "sign": "",
+                "avatar": "https://i0.hdslb.com/bfs/face/member/noface.jpg",
+                "level_info": {"current_level": 6},
+            }
         )
+        return _TAIL % (self.like(rpid, root=True), video.upper_mid, member, _PINNED_TEXT)
 
-    def _roots(self, video: SimVideo, start: int, stop: int) -> bytes:
-        """Root comments ``start``..``stop`` in page order, each with its preview."""
+    # -- the fast path: a video nobody changed -----------------------------------
+
+    def _generated_roots(self, video: SimVideo, start: int, stop: int) -> bytes:
+        """Generated roots at list positions ``start``..``stop``, each with its preview."""
         aid = video.aid
         thread = _ROOT_THREAD % aid
         top = video.rpid_base + video.roots
-        newest = video.ctime_base + (video.roots - 1) * _ROOT_GAP_S
+        newest = video.ctime_base + (video.roots - 1) * ROOT_GAP_S
         rcounts = video.rcounts
         offsets = video.reply_offsets
+        gone = video.gone_threads
         tails = self._root_tails
         reply_tails = self._reply_tails
-        mask = _TAILS - 1
         parts = []
         for i in range(start, stop):
             rpid = top - 1 - i
             rcount = rcounts[i]
-            ctime = newest - _ROOT_GAP_S * i
-            if rcount:
+            ctime = newest - ROOT_GAP_S * i
+            if rcount and not (gone and i in gone):
                 shown = min(PREVIEW_SIZE, rcount)
                 run = _reply_run(reply_tails, aid, rpid, top + offsets[i], ctime, 0, shown)
                 preview = b"[%b]" % run
             else:
                 preview = b"null"
             parts.append(
-                _ROOT % (rpid, rpid, rcount, rcount, ctime, thread, tails[(rpid * _PICK_MUL >> 16) & mask], preview)
+                _ROOT % (rpid, rpid, rcount, rcount, ctime, thread, tails[(rpid * _PICK_MUL >> 16) & _MASK], preview)
             )
         return b",".join(parts)
 
-    def root_comment(self, video: SimVideo, index: int) -> bytes:
-        """One root comment with its preview of up to three replies."""
-        return self._roots(video, index, index + 1)
+    # -- the general path -----------------------------------------------------------
 
-    def main_page(self, video: SimVideo, pn: int, ps: int) -> bytes:
-        """``/x/v2/reply`` page ``pn`` (past the end: an empty list)."""
-        start = (pn - 1) * ps
-        replies = self._roots(video, start, min(start + ps, video.roots))
-        return _MAIN_PAGE % (pn, ps, video.roots, video.acount, replies, video.upper_mid)
+    def replies(self, video: SimVideo, ref: RootRef, start: int, stop: int) -> bytes:
+        """Replies ``start``..``stop`` (oldest first) of a thread, comma-joined."""
+        if not self.corpus.changed(video):
+            stop = min(stop, ref.generated)
+            if start >= stop:
+                return b""
+            return _reply_run(self._reply_tails, video.aid, ref.rpid, ref.first_reply, ref.ctime, start, stop)
+        rpids = self.corpus.thread_rpids(video, ref)[start:stop]
+        thread = _REPLY_THREAD % (video.aid, ref.rpid, ref.rpid, ref.rpid, ref.rpid)
+        ctimes = self.corpus.changes.ctimes
+        parts = []
+        for rpid in rpids:
+            ctime = ctimes.get(rpid) or ref.ctime + REPLY_GAP_S * (rpid - ref.first_reply + 1)
+            parts.append(_REPLY % (rpid, rpid, rpid, ctime, thread, self._tail(rpid, root=False)))
+        return b",".join(parts)
 
-    def reply_page(self, video: SimVideo, index: int, pn: int, ps: int) -> bytes:
-        """``/x/v2/reply/reply`` page ``pn`` of root ``index`` (past the end: an empty list)."""
-        rcount = video.rcounts[index]
-        start = (pn - 1) * ps
-        replies = self._replies(video, index, start, min(start + ps, rcount))
-        return _REPLY_PAGE % (pn, ps, rcount, replies, self.root_comment(video, index), video.upper_mid)
+    def root(self, video: SimVideo, ref: RootRef) -> bytes:
+        """One root comment (listed, pinned or added) with its preview."""
+        rcount = self.corpus.rcount(video, ref)
+        preview = b"[%b]" % self.replies(video, ref, 0, PREVIEW_SIZE) if rcount and not ref.gone else b"null"
+        tail = self._upper_tail(video, ref.rpid) if ref.pinned else self._tail(ref.rpid, root=True)
+        return _ROOT % (ref.rpid, ref.rpid, rcount, rcount, ref.ctime, _ROOT_THREAD % video.aid, tail, preview)
 
-    def count(self, video: SimVideo) -> bytes:
-        return ok_body({"count": video.acount})
+    def listed(self, video: SimVideo, start: int, stop: int) -> bytes:
+        """Listed roots at positions ``start``..``stop`` (newest first), comma-joined."""
+        stop = min(stop, self.corpus.list_len(video))
+        if start >= stop:
+            return b""
+        if not self.corpus.changed(video):
+            return self._generated_roots(video, start, stop)
+        return self.rpids(video, [self.corpus.list_rpid(video, p) for p in range(start, stop)])
 
-    def view(self, video: SimVideo) -> bytes:
-        return ok_body(
-            {
-                "aid": video.aid,
-                "bvid": video.bvid,
-                "title": video.title,
-                "pubdate": video.ctime_base - 3_600,
-                "owner": {"mid": video.upper_mid, "name": f"UP主{video.upper_mid % 10_000}"},
-                "stat": {"aid": video.aid, "reply": video.acount if video.state == "ok" else 0},
-            }
-        )
+    def rpids(self, video: SimVideo, rpids: list[int]) -> bytes:
+        """The given listed roots in the given order, comma-joined."""
+        parts = []
+        for rpid in rpids:
+            ref = self.corpus.root(video, rpid)
+            assert ref is not None
+            parts.append(self.root(video, ref))
+        return b",".join(parts)
 
-
-def ok_body(data: Any) -> bytes:
-    return orjson.dumps({"code": 0, "message": "0", "ttl": 1, "data": data})
-
-
-def error_body(code: int, message: str) -> bytes:
-    return orjson.dumps({"code": code, "message": message, "ttl": 1})
+    def hot_order(self, video: SimVideo) -> list[int]:
+        """Listed root rpids by likes (most first; newer first among equals): mode 3."""
+        version = self.corpus.changes.version if self.corpus.changed(video) else -1
+        cached = self._hot.get(video.aid)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        corpus = self.corpus
+        rpids = [corpus.list_rpid(video, p) for p in range(corpus.list_len(video))]
+        rpids.sort(key=lambda rpid: (-self.like(rpid, root=True), -rpid))
+        self._hot[video.aid] = (version, rpids)
+        return rpids

@@ -22,12 +22,18 @@ class Stats:
         self.peak_per_second = 0
         self.banned_requests = 0
         self.faults = dict.fromkeys(FAULT_KINDS, 0)
+        self.by_code: dict[str, int] = {}
+        self.by_endpoint: dict[str, dict[str, int]] = {}  # path -> {"requests": n, "<code>": n}
         self._second = 0
         self._second_count = 0
 
-    def request(self) -> None:
+    def request(self, endpoint: str) -> None:
         """One request reached the handler, whatever happens to it next."""
         self.requests += 1
+        counts = self.by_endpoint.get(endpoint)
+        if counts is None:
+            counts = self.by_endpoint[endpoint] = {"requests": 0}
+        counts["requests"] += 1
         second = int(time.time())
         if second != self._second:
             self._roll(second)
@@ -47,6 +53,12 @@ class Stats:
     def status(self, status: int) -> None:
         self.by_status[status] = self.by_status.get(status, 0) + 1
 
+    def answer(self, endpoint: str, code: str) -> None:
+        """What one request got: an API code ("0", "-403", ...), "http 412", "fault truncate"..."""
+        self.by_code[code] = self.by_code.get(code, 0) + 1
+        counts = self.by_endpoint.setdefault(endpoint, {"requests": 0})
+        counts[code] = counts.get(code, 0) + 1
+
     def as_dict(self) -> dict[str, Any]:
         per_second = dict(self.per_second)
         if self._second_count:
@@ -59,4 +71,6 @@ class Stats:
             "peak_per_second": self.peak_per_second,
             "banned_requests": self.banned_requests,
             "faults": dict(self.faults),
+            "by_code": dict(sorted(self.by_code.items())),
+            "by_endpoint": {path: dict(counts) for path, counts in sorted(self.by_endpoint.items())},
         }

@@ -1,0 +1,201 @@
+"""What one finished page changes in Redis, and the script that applies it at most once.
+
+A consumer turns every claimed stream entry into one ``Outcome`` (done with
+follow-ups and records, retried, released, dead-lettered or final). A batch of
+outcomes is applied by ``SETTLE_LUA`` in one EVAL: for each entry it XACKs
+first and applies the rest only when XACK answered 1, then XDELs it. A settle
+retried after an ambiguous reply, or a page settled a second time after a
+takeover, therefore changes nothing: follow-ups are enqueued exactly once, by
+the settle that acknowledged their parent, so no fingerprint set is needed.
+
+The same script keeps the completeness ledger (``scraper.ledger``) of each
+video in step with its pages: open tasks per video and per thread, comments
+fetched against what the service announced, the first reason a video cannot be
+complete, and the video's status once its last open page settles.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from scraper.tasks import Task
+
+
+@dataclass(slots=True)
+class LedgerDelta:
+    """What a page tells the video's ledger (see scraper.ledger for the fields)."""
+
+    expected: int | None = None  # comments the service announces (all_count / acount)
+    threads: list[tuple[int, int, int]] = field(default_factory=list)  # (root, rcount, pages) opened here
+    status: str | None = None  # "closed" / "deleted": the video's final status
+    reason: tuple[str, str] | None = None  # (code, detail): the video cannot be complete
+    short_code: str | None = None  # root chain ended: the reason code if fetched < expected
+    thread_code: str = "thread_short"  # reason code if this page's thread ends shorter than its rcount
+    thread_gone: bool = False  # the thread's root was deleted: no shortfall to report
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One claimed entry's fate. Exactly one of done / retry / release / dead / final."""
+
+    entry_id: bytes
+    task: Task
+    followups: list[Task] = field(default_factory=list)
+    records: int = 0
+    retry_due_ms: int | None = None  # with ``retry_task``
+    retry_task: Task | None = None
+    release: bool = False  # handed back untouched (drain)
+    dead: dict[str, Any] | None = None
+    final: dict[str, Any] | None = None
+    counters: Counter[str] = field(default_factory=Counter)
+    ledger: LedgerDelta = field(default_factory=LedgerDelta)
+
+    @property
+    def done(self) -> bool:
+        """Settled for good: the page no longer counts as open in its video's ledger."""
+        return self.retry_task is None and not self.release
+
+    def encode(self, ledger_index: int) -> bytes:
+        delta = self.ledger
+        data: dict[str, Any] = {"id": self.entry_id.decode(), "v": ledger_index, "r": self.task.root}
+        if self.followups:
+            data["fu"] = [t.encode().decode() for t in self.followups]
+        if self.records:
+            data["n"] = self.records
+        if self.retry_task is not None:
+            data["retry"] = [self.retry_task.encode().decode(), self.retry_due_ms or 0]
+        if self.release:
+            data["release"] = self.task.encode().decode()
+        if self.dead is not None:
+            data["dead"] = _flat(self.dead)
+        if self.final is not None:
+            data["final"] = _flat(self.final)
+        if self.counters:
+            data["c"] = dict(self.counters)
+        data["d"] = 1 if self.done else 0
+        if delta.expected is not None:
+            data["e"] = delta.expected
+        if delta.threads:
+            data["th"] = [list(t) for t in delta.threads]
+        if delta.status:
+            data["s"] = delta.status
+        if delta.reason:
+            data["why"] = list(delta.reason)
+        if delta.short_code:
+            data["end"] = delta.short_code
+        data["tc"] = delta.thread_code
+        if delta.thread_gone:
+            data["tg"] = 1
+        return orjson.dumps(data)
+
+
+def _flat(record: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for key, value in record.items():
+        out += [key, value if isinstance(value, str) else str(value)]
+    return out
+
+
+# KEYS: tasks, delayed, dead, final, stats, ledger hashes...
+# ARGV: group, task field, complete ratio, then one JSON outcome per entry.
+# Returns {entries applied, pages done, comments} of this call.
+SETTLE_LUA = """
+local tasks, delayed, dead, final, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local group, tfield, ratio = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local applied, pages, comments = 0, 0, 0
+
+local function finish(L)
+  local f = redis.call('HGET', L, 'final')
+  if f then redis.call('HSET', L, 'status', f) return end
+  if redis.call('HEXISTS', L, 'reason') == 1 then redis.call('HSET', L, 'status', 'incomplete') return end
+  local e = tonumber(redis.call('HGET', L, 'expected') or '-1')
+  local n = tonumber(redis.call('HGET', L, 'fetched') or '0')
+  if e >= 0 and n < e - math.floor(e * (1 - ratio)) then
+    redis.call('HSET', L, 'status', 'incomplete', 'reason', redis.call('HGET', L, 'end') or 'short')
+  else
+    redis.call('HSET', L, 'status', 'complete')
+  end
+end
+
+local function ledger(L, o)
+  if o.e then redis.call('HSETNX', L, 'expected', o.e) end
+  local n = o.n or 0
+  if n > 0 then redis.call('HINCRBY', L, 'fetched', n) end
+  if o.th then
+    for _, t in ipairs(o.th) do
+      local p = 't:' .. string.format('%d', t[1])
+      redis.call('HSET', L, p .. ':e', t[2])
+      redis.call('HINCRBY', L, p .. ':o', t[3])
+    end
+  end
+  if o.s then redis.call('HSET', L, 'final', o.s) end
+  if o.why and redis.call('HEXISTS', L, 'reason') == 0 then
+    redis.call('HSET', L, 'reason', o.why[1], 'detail', o.why[2])
+  end
+  if o['end'] then redis.call('HSET', L, 'end', o['end']) end
+  local fu = o.fu and #o.fu or 0
+  if o.r ~= 0 then
+    local p = 't:' .. string.format('%d', o.r)
+    if n > 0 then redis.call('HINCRBY', L, p .. ':g', n) end
+    if o.d == 1 and redis.call('HINCRBY', L, p .. ':o', -1) <= 0 then
+      local e = tonumber(redis.call('HGET', L, p .. ':e') or '0')
+      local g = tonumber(redis.call('HGET', L, p .. ':g') or '0')
+      if o.tg then
+        -- the root was deleted: its announced replies no longer exist anywhere
+        if e > g and redis.call('HEXISTS', L, 'expected') == 1 then redis.call('HINCRBY', L, 'expected', g - e) end
+      elseif g < e - math.floor(e * (1 - ratio)) and redis.call('HEXISTS', L, 'reason') == 0 then
+        redis.call('HSET', L, 'reason', o.tc, 'detail',
+          string.format('thread %d: %d of %d replies', o.r, g, e))
+      end
+      redis.call('HDEL', L, p .. ':e', p .. ':g', p .. ':o')
+    end
+  end
+  if redis.call('HINCRBY', L, 'open', fu - o.d) <= 0 then finish(L) end
+end
+
+for i = 4, #ARGV do
+  local o = cjson.decode(ARGV[i])
+  if redis.call('XACK', tasks, group, o.id) == 1 then
+    applied = applied + 1
+    if o.fu then
+      for _, t in ipairs(o.fu) do redis.call('XADD', tasks, '*', tfield, t) end
+      redis.call('HINCRBY', stats, 'pages_known', #o.fu)
+    end
+    if o.retry then redis.call('ZADD', delayed, o.retry[2], o.retry[1]) end
+    if o.release then redis.call('XADD', tasks, '*', tfield, o.release) end
+    if o.dead then redis.call('XADD', dead, '*', unpack(o.dead)) end
+    if o.final then redis.call('XADD', final, '*', unpack(o.final)) end
+    if o.c then
+      for k, v in pairs(o.c) do redis.call('HINCRBY', stats, k, v) end
+      pages = pages + (o.c.pages_done or 0)
+      comments = comments + (o.c.comments or 0)
+    end
+    -- a page of a video nobody seeded (or reset meanwhile) keeps no ledger
+    if o.v > 0 and redis.call('EXISTS', KEYS[o.v]) == 1 then ledger(KEYS[o.v], o) end
+    redis.call('XDEL', tasks, o.id)
+  end
+end
+return {applied, pages, comments}
+"""
+
+# KEYS: videos (zset), tasks, stats, then one ledger hash per video.
+# ARGV: task field, then (position, oid, bvid, task payload) per video.
+# A video whose ledger exists was seeded before: nothing is enqueued again.
+SEED_LUA = """
+local added = 0
+for i = 2, #ARGV, 4 do
+  local L = KEYS[3 + (i + 2) / 4]
+  redis.call('ZADD', KEYS[1], 'NX', ARGV[i], ARGV[i + 1])
+  if redis.call('HSETNX', L, 'bvid', ARGV[i + 2]) == 1 then
+    redis.call('HSET', L, 'open', 1, 'status', 'pending')
+    redis.call('XADD', KEYS[2], '*', ARGV[1], ARGV[i + 3])
+    added = added + 1
+  end
+end
+if added > 0 then redis.call('HINCRBY', KEYS[3], 'pages_known', added) end
+return added
+"""

@@ -1,0 +1,190 @@
+"""Parsing the three page shapes of the comment API into records, follow-ups and ledger facts.
+
+"Empty is not the end": the service hides what a logged-out client may not
+see behind ordinary-looking answers (``is_end`` after ~3 roots, ``replies:
+null`` past page 1, short threads). The parser never treats those as complete:
+it reports what the service announced, and the ledger compares it with what
+was fetched when the video's last page settles.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from scraper.errors import BadPayload, Throttled
+from scraper.settings import TargetSettings
+from scraper.targets.base import PageResult
+from scraper.tasks import CURSOR, HOT, MAIN, REPLY, Task
+
+
+class PageParser:
+    def __init__(self, target: TargetSettings, *, logged_in: bool) -> None:
+        self.page_size = target.page_size
+        self.page_window = target.page_window
+        self.pages_window = target.pages_window
+        self.sub_replies = target.sub_replies
+        self.logged_in = logged_in
+        # Reason codes when the service shows less than it announces.
+        self.short_code = "short" if logged_in else "login"
+        self.thread_code = "thread_short" if logged_in else "login_thread"
+
+    def parse(self, task: Task, data: dict[str, Any]) -> PageResult:
+        crawled_at = int(time.time() * 1000)
+        if task.kind == CURSOR:
+            return self._cursor(task, data, crawled_at)
+        if task.kind == HOT:
+            return self._hot(task, data, crawled_at)
+        if task.kind == MAIN:
+            return self._legacy(task, data, crawled_at)
+        return self._thread(task, data, crawled_at)
+
+    # ---- root pages ----------------------------------------------------------
+
+    def _cursor(self, task: Task, data: dict[str, Any], crawled_at: int) -> PageResult:
+        cursor = data.get("cursor")
+        if not isinstance(cursor, dict):
+            raise BadPayload("cursor page without data.cursor", reason="bad_shape")
+        replies = _list(data.get("replies"))
+        result = PageResult()
+        if task.page == 1:
+            result.ledger.expected = int(cursor.get("all_count") or 0)
+            replies = _pinned(data, replies) + replies
+        self._roots(task, replies, result, crawled_at)
+        pagination = cursor.get("pagination_reply") or {}
+        next_offset = str(pagination.get("next_offset") or "") if isinstance(pagination, dict) else ""
+        if cursor.get("is_end") or not next_offset or next_offset == task.offset:
+            result.ledger.short_code = self.short_code  # used only if fetched < expected
+        else:
+            result.continuation = Task(
+                kind=CURSOR, oid=task.oid, page=task.page + 1, bvid=task.bvid, offset=next_offset
+            )
+        return result
+
+    def _hot(self, task: Task, data: dict[str, Any], crawled_at: int) -> PageResult:
+        """Mode 3 by page number: the first page of each window opens the next window.
+
+        ``all_count`` (roots and replies) bounds how far windows go; pages past
+        the end answer empty with ``is_end`` and cost one request each.
+        """
+        cursor = data.get("cursor")
+        if not isinstance(cursor, dict):
+            raise BadPayload("cursor page without data.cursor", reason="bad_shape")
+        replies = _list(data.get("replies"))
+        result = PageResult()
+        if task.page == 1:
+            result.ledger.expected = int(cursor.get("all_count") or 0)
+            result.ledger.short_code = self.short_code
+            replies = _pinned(data, replies) + replies
+        self._roots(task, replies, result, crawled_at)
+        ended = bool(cursor.get("is_end")) or not replies
+        if not ended and (task.page - 1) % self.pages_window == 0:
+            bound = max(1, math.ceil(int(cursor.get("all_count") or 0) / self.page_size))
+            last = min(bound, task.page + self.pages_window)
+            result.followups.extend(
+                Task(kind=HOT, oid=task.oid, page=p, bvid=task.bvid) for p in range(task.page + 1, last + 1)
+            )
+        return result
+
+    def _legacy(self, task: Task, data: dict[str, Any], crawled_at: int) -> PageResult:
+        result = PageResult()
+        raw = data.get("replies")
+        if raw is None and task.page > 1:
+            if self.logged_in:
+                # With login this is a soft block more often than a gate: retry.
+                raise Throttled("code 0 with replies: null past page 1 (soft block)", reason="soft_block")
+            result.ledger.reason = ("login", f"legacy page {task.page}: replies null without login")
+            return result
+        replies = _list(raw)
+        if (task.page - 1) % self.page_window == 0:  # the first page of a window opens the next
+            page = data.get("page")
+            if not isinstance(page, dict) or "count" not in page:
+                raise BadPayload("root page without data.page.count", reason="bad_shape")
+            pages = math.ceil(int(page["count"]) / self.page_size)
+            last = min(pages, task.page + self.page_window)
+            result.followups.extend(
+                Task(kind=MAIN, oid=task.oid, page=p, bvid=task.bvid) for p in range(task.page + 1, last + 1)
+            )
+            if task.page == 1:
+                result.ledger.expected = int(page.get("acount") or page["count"])
+                result.ledger.short_code = self.short_code
+        if task.page == 1:
+            replies = _pinned(data, replies) + replies
+        self._roots(task, replies, result, crawled_at)
+        return result
+
+    def _roots(self, task: Task, replies: list[dict[str, Any]], result: PageResult, crawled_at: int) -> None:
+        for comment in replies:
+            result.records.append(comment_record(comment, task.bvid, crawled_at))
+            preview = _list(comment.get("replies"))
+            rcount = int(comment.get("rcount") or 0)
+            if self.sub_replies and rcount > len(preview):
+                pages = math.ceil(rcount / self.page_size)
+                root = int(comment["rpid"])
+                result.ledger.threads.append((root, rcount, pages))
+                result.followups.extend(
+                    Task(kind=REPLY, oid=task.oid, page=p, root=root, bvid=task.bvid) for p in range(1, pages + 1)
+                )
+            else:
+                result.records.extend(comment_record(reply, task.bvid, crawled_at) for reply in preview)
+
+    # ---- sub-reply pages -----------------------------------------------------
+
+    def _thread(self, task: Task, data: dict[str, Any], crawled_at: int) -> PageResult:
+        # Past the end, or past page 1 without login: empty. The thread's ledger
+        # compares what its pages gave with its rcount when its last page settles.
+        replies = _list(data.get("replies"))
+        result = PageResult(records=[comment_record(reply, task.bvid, crawled_at) for reply in replies])
+        result.ledger.thread_code = self.thread_code
+        return result
+
+
+def _list(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadPayload("replies is not a list", reason="bad_shape")
+    return [c for c in value if isinstance(c, dict)]
+
+
+def _pinned(data: dict[str, Any], replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pinned comments (first page only): outside ``replies``, once each."""
+    seen = {c.get("rpid") for c in replies}
+    found: list[dict[str, Any]] = []
+    top = data.get("top")
+    candidates = [top.get("upper")] if isinstance(top, dict) else []
+    candidates += _list(data.get("top_replies"))
+    upper = data.get("upper")  # older shape: data.upper.top
+    if isinstance(upper, dict):
+        candidates.append(upper.get("top"))
+    for comment in candidates:
+        if isinstance(comment, dict) and comment.get("rpid") not in seen:
+            seen.add(comment.get("rpid"))
+            found.append(comment)
+    return found
+
+
+def comment_record(comment: dict[str, Any], bvid: str, crawled_at: int = 0) -> dict[str, Any]:
+    """The exported shape of one comment (documented in README: Output)."""
+    try:
+        member = comment.get("member") or {}
+        content = comment.get("content") or {}
+        level = (member.get("level_info") or {}).get("current_level")
+        return {
+            "rpid": int(comment["rpid"]),
+            "oid": int(comment["oid"]),
+            "bvid": bvid,
+            "root": int(comment.get("root") or 0),
+            "parent": int(comment.get("parent") or 0),
+            "mid": int(comment.get("mid") or member.get("mid") or 0),
+            "uname": member.get("uname", ""),
+            "level": level,
+            "message": content.get("message", ""),
+            "ctime": int(comment.get("ctime") or 0),
+            "like": int(comment.get("like") or 0),
+            "rcount": int(comment.get("rcount") or 0),
+            "crawled_at": crawled_at,
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadPayload(f"malformed comment: {exc!r}", reason="bad_shape") from None
