@@ -20,6 +20,9 @@ from scraper.keys import TargetKeys
 from scraper.simulator.corpus import Corpus
 from tests.helpers import cli_env, exported_rpids, run_cli, simulator, start_cli, stats_json, wait_for
 
+# The simulator plays the real service (issue 10): it logs in only with its session; the crawler sends it.
+SESSION = "newcomer-session"
+
 DEMO_VIDEOS = "BV17x411w7KC\nav2\n"
 DEMO_AIDS = [170001, 2]
 
@@ -51,25 +54,25 @@ def _run(tmp_path: Path, redis_url: str, *extra: str) -> subprocess.CompletedPro
 def test_run_then_run_again_says_there_is_nothing_to_do(tmp_path: Path, redis_url: str) -> None:
     first = _run(tmp_path, redis_url)
     assert first.returncode == 0, first.stderr
-    output = tmp_path / "out" / "video-list.jsonl"
-    expected = Corpus.for_aids(DEMO_AIDS, seed=1).expected_rpids()
+    output = tmp_path / "out" / "simulated" / "video-list.jsonl"  # a simulated run's own namespace (issue 10)
+    expected = Corpus.for_aids(DEMO_AIDS, seed=1).all_rpids()
     assert set(exported_rpids(output)) == expected
     # The summary: comments and output, videos, pages at a real (non-zero) average rate, dead letters.
     assert f"run video-list: {len(expected)} comments -> {output} (0 duplicates removed)" in first.stdout
-    assert "run video-list: 2 videos; " in first.stdout and "0 dead letters" in first.stdout
+    assert "run video-list: 2 videos (2 complete, 0 incomplete); " in first.stdout and "0 dead letters" in first.stdout
     assert "pages/s average" in first.stdout and " (0 pages/s average)" not in first.stdout
     progress = [line for line in first.stderr.splitlines() if line.startswith("progress:")]
     assert "100.0%" in progress[-1] and "pages/s average" in progress[-1] and " 0 pages/s" not in progress[-1]
     # Start-up details are not INFO lines of a run any more: one line says the workers started.
     info = [line for line in first.stderr.splitlines() if " INFO " in line]
     assert len(info) == 1 and info[0].endswith("supervisor: 1 worker processes started"), first.stderr
-    shards = _shards(tmp_path / "out")
+    shards = _shards(tmp_path / "out" / "simulated")
 
     second = _run(tmp_path, redis_url)
     assert second.returncode == 0, second.stderr
     assert "nothing to do" in second.stderr and "no workers started" in second.stdout
     assert "supervisor" not in second.stderr
-    assert _shards(tmp_path / "out") == shards  # no new (empty) shard files
+    assert _shards(tmp_path / "out" / "simulated") == shards  # no new (empty) shard files
     assert set(exported_rpids(output)) == expected
 
 
@@ -83,9 +86,9 @@ def test_work_burst_with_nothing_queued_starts_no_workers(tmp_path: Path, redis_
 
 
 def test_run_with_dead_letters_exits_3_and_says_where_to_look(tmp_path: Path, redis_url: str) -> None:
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
     videos = tmp_path / "sim-videos.txt"
-    sim = ["--videos", "2", "--comments", "60", "--fail-rate", "1", "--write-videos", str(videos)]
+    sim = ["--session", SESSION, "--videos", "2", "--comments", "60", "--fail-rate", "1", "--write-videos", str(videos)]
     with simulator(env, *sim) as base_url:
         result = run_cli(
             [
@@ -104,10 +107,23 @@ def test_run_with_dead_letters_exits_3_and_says_where_to_look(tmp_path: Path, re
 
 
 def test_interrupted_run_exits_130_and_a_rerun_completes(tmp_path: Path, redis_url: str) -> None:
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
     out = tmp_path / "out"
     videos = tmp_path / "sim-videos.txt"
-    sim = ["--seed", "3", "--videos", "6", "--comments", "3000", "--latency-ms", "150", "--write-videos", str(videos)]
+    sim = [
+        "--session",
+        SESSION,
+        "--seed",
+        "3",
+        "--videos",
+        "6",
+        "--comments",
+        "3000",
+        "--latency-ms",
+        "150",
+        "--write-videos",
+        str(videos),
+    ]
     with simulator(env, *sim) as base_url:
         args = [
             *["run", "--target", "video-list", "--redis-url", redis_url, "--simulate", "never"],
@@ -126,7 +142,7 @@ def test_interrupted_run_exits_130_and_a_rerun_completes(tmp_path: Path, redis_u
     assert again.returncode == 0, again.stdout + again.stderr
     rpids = exported_rpids(out / "video-list.jsonl")
     assert len(rpids) == len(set(rpids))
-    assert set(rpids) == Corpus.generate(seed=3, videos=6, comments=3000).expected_rpids()
+    assert set(rpids) == Corpus.generate(seed=3, videos=6, comments=3000).all_rpids()
 
 
 @pytest.mark.parametrize(
@@ -313,9 +329,9 @@ def _slow_crawl(tmp_path: Path, redis_url: str, base_url: str, videos: Path) -> 
 
 def test_repeated_ctrl_c_leaves_nothing_in_flight(tmp_path: Path, redis_url: str) -> None:
     """Two Ctrl-C: the workers are killed, and `run` hands their pages back before it exits."""
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
     videos = tmp_path / "sim-videos.txt"
-    sim = ["--seed", "4", "--videos", "6", "--comments", "3000", "--write-videos", str(videos)]
+    sim = ["--session", SESSION, "--seed", "4", "--videos", "6", "--comments", "3000", "--write-videos", str(videos)]
     # Every answer takes 4 s: the first Ctrl-C starts a drain that the second one cuts short.
     with simulator(env, *sim, "--slow-rate", "1", "--slow-ms", "4000") as base_url:
         args = _slow_crawl(tmp_path, redis_url, base_url, videos)
@@ -335,13 +351,26 @@ def test_repeated_ctrl_c_leaves_nothing_in_flight(tmp_path: Path, redis_url: str
     assert again.returncode == 0, again.stdout + again.stderr
     rpids = exported_rpids(tmp_path / "out" / "video-list.jsonl")
     assert len(rpids) == len(set(rpids))
-    assert set(rpids) == Corpus.generate(seed=4, videos=6, comments=3000).expected_rpids()
+    assert set(rpids) == Corpus.generate(seed=4, videos=6, comments=3000).all_rpids()
 
 
 def test_rerun_after_a_hard_kill_takes_the_dead_workers_pages_at_once(tmp_path: Path, redis_url: str) -> None:
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
     videos = tmp_path / "sim-videos.txt"
-    sim = ["--seed", "5", "--videos", "6", "--comments", "3000", "--latency-ms", "300", "--write-videos", str(videos)]
+    sim = [
+        "--session",
+        SESSION,
+        "--seed",
+        "5",
+        "--videos",
+        "6",
+        "--comments",
+        "3000",
+        "--latency-ms",
+        "300",
+        "--write-videos",
+        str(videos),
+    ]
     with simulator(env, *sim) as base_url:
         args = _slow_crawl(tmp_path, redis_url, base_url, videos)
         proc = start_cli(args, env)
@@ -354,4 +383,4 @@ def test_rerun_after_a_hard_kill_takes_the_dead_workers_pages_at_once(tmp_path: 
     assert again.returncode == 0, again.stdout + again.stderr
     assert "pages held by stopped workers of this machine are back in the queue" in again.stderr
     rpids = set(exported_rpids(tmp_path / "out" / "video-list.jsonl"))
-    assert rpids == Corpus.generate(seed=5, videos=6, comments=3000).expected_rpids()
+    assert rpids == Corpus.generate(seed=5, videos=6, comments=3000).all_rpids()
