@@ -81,9 +81,14 @@ def parse_records(base: str, url: str, body: bytes, *, follow: bool = True) -> t
         records.extend(record(reply) for reply in replies)
         return records, followups
     oid = _query_int(url, "oid")
-    if follow and _query_int(url, "pn") == 1:
+    first = _query_int(url, "pn") == 1
+    if follow and first:
         pages = math.ceil(int(data["page"]["count"]) / PAGE_SIZE)
         followups.extend(main_url(base, oid, pn) for pn in range(2, pages + 1))
+    if first:  # the uploader's pinned comment lives outside the list, on page 1 only
+        pinned = [(data.get("upper") or {}).get("top"), *(data.get("top_replies") or [])]
+        seen: set[int] = set()
+        replies = [c for c in pinned if c and not (c["rpid"] in seen or seen.add(c["rpid"]))] + replies
     for comment in replies:
         records.append(record(comment))
         preview = comment.get("replies") or []
