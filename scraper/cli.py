@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("health", help="exit 0 when this pod's worker has a fresh heartbeat (liveness probe)")
     p.add_argument("--heartbeat-dir", help="default from config: /tmp/scraper-heartbeat")
     p.add_argument("--max-age", type=float, default=30.0, help="seconds a heartbeat stays fresh")
+    p.add_argument("--stall", type=float, default=120.0, help="seconds holding pages without progress = wedged")
     p.add_argument("--config-dir")
 
     p = sub.add_parser("exporter", help="serve queue-level Prometheus gauges from Redis")

@@ -391,17 +391,20 @@ def cmd_dead(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from workers.heartbeat import fresh_heartbeats  # noqa: PLC0415
+    from workers.health import check  # noqa: PLC0415
 
     if args.heartbeat_dir:
         directory = Path(args.heartbeat_dir)
     else:
         directory = Path(load_settings(None, config_dir=args.config_dir).worker.heartbeat_dir)
-    fresh = fresh_heartbeats(directory, args.max_age)
-    if fresh:
-        print(f"healthy: {len(fresh)} worker processes with a heartbeat under {args.max_age:.0f}s")
+    verdict = check(directory, max_age_s=args.max_age, stall_s=args.stall)
+    for problem in verdict.problems:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+    if verdict.ok:
+        print(f"healthy: {len(verdict.healthy)} worker processes with a heartbeat under {args.max_age:.0f}s")
         return 0
-    print(f"unhealthy: no worker heartbeat under {args.max_age:.0f}s in {directory}", file=sys.stderr)
+    if not verdict.healthy and not verdict.problems:
+        print(f"unhealthy: no worker heartbeat under {args.max_age:.0f}s in {directory}", file=sys.stderr)
     return 1
 
 
