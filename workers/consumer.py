@@ -226,7 +226,7 @@ class Consumer:
                 await self._slot_freed.wait()
                 continue
             count = min(free, self.worker.batch_size)
-            self.accept(await self.guard.call(partial(self.queue.claim, count, self._block_ms), writes=True))
+            self.accept(await self.guard.call(partial(self.queue.claim, count, self._block_ms)))
             if self.local.empty() and self.burst and await self._crawl_over():
                 log.info("%s: nothing queued, pending or delayed: burst done", self.name)
                 self.request_stop()

@@ -70,10 +70,12 @@ class Heartbeat:
         record = {"host": socket.gethostname(), "pid": os.getpid(), "ts": time.time(), **state}
         await self.redis.hset(self.keys.consumers, self.name, orjson.dumps(record))
 
-    async def run(self, state: Callable[[], dict[str, Any]], stopping: asyncio.Event) -> None:
+    async def run(self, state: Callable[[], dict[str, Any]], on_ok: Callable[[], None] | None = None) -> None:
         while True:
             try:
                 await self.beat(state())
+                if on_ok is not None:
+                    on_ok()
             except (OSError, RedisError):
                 # Alive, only Redis is away or refuses writes: the file says so.
                 # (A bug-class error shows up in the settle or claim path.)

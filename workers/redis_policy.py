@@ -54,10 +54,14 @@ def classify(exc: BaseException) -> Fault | None:
     if isinstance(exc, (OutOfMemoryError, ReadOnlyError)):
         return Fault.WRITES_REFUSED
     if isinstance(exc, ResponseError):
+        # Inside a pipeline the text is prefixed ("Command # 3 (XACK ...) of
+        # pipeline caused error: NOGROUP ..."): look for the code anywhere.
         text = str(exc)
-        if text.startswith(("MISCONF", "OOM", "READONLY")):
+        if any(code in text for code in _REFUSED):
             return Fault.WRITES_REFUSED
-        if text.startswith("NOGROUP") or "no such key" in text.lower():
+        if any(code in text for code in _TRANSIENT):
+            return Fault.OUTAGE
+        if "NOGROUP" in text or "no such key" in text.lower():
             return Fault.TARGET_RESET
         return Fault.BUG
     if isinstance(exc, REDIS_DOWN):
@@ -65,6 +69,21 @@ def classify(exc: BaseException) -> Fault | None:
     if isinstance(exc, RedisError):
         return Fault.BUG
     return None
+
+
+# Codes of "Redis cannot take writes now": memory full, a replica (failover),
+# a failed background save, and blocked clients released by a role change.
+_REFUSED = ("OOM ", "READONLY", "MISCONF", "UNBLOCKED")
+# Codes of a server that is coming back: loading its data, a master away.
+_TRANSIENT = ("LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def short(exc: BaseException) -> str:
+    """The server's words, without redis-py's pipeline preamble, on one line."""
+    text = str(exc)
+    if "caused error: " in text:
+        text = text.split("caused error: ", 1)[1].strip("()'\",")
+    return text.splitlines()[0][:120] if text else type(exc).__name__
 
 
 class ErrorLog:
@@ -140,9 +159,9 @@ class RedisGuard:
                     # timeout error: retrying would swallow the cancel for good.
                     raise asyncio.CancelledError from exc
                 if fault is Fault.TARGET_RESET:
-                    raise TargetReset(str(exc)) from None
+                    raise TargetReset(short(exc)) from None
                 if fault is Fault.BUG:
-                    raise RedisBug(f"{type(exc).__name__}: {exc}") from None
+                    raise RedisBug(f"{type(exc).__name__}: {short(exc)}") from None
                 self._failed(fault, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)
@@ -164,8 +183,12 @@ class RedisGuard:
                 "refused",
                 "%s: Redis refuses writes (%s): claiming and fetching paused, settle retried",
                 self.name,
-                str(exc).split("\n")[0][:120],
+                short(exc),
             )
+
+    def writes_accepted(self) -> None:
+        """A write outside ``call`` went through (the heartbeat): Redis takes writes."""
+        self._succeeded(True)
 
     def _succeeded(self, writes: bool) -> None:
         now = time.monotonic()

@@ -46,7 +46,10 @@ class SideLoops:
             consumer.heartbeat.write_file(consumer.state())
 
     async def beat(self) -> None:
-        await self.consumer.heartbeat.run(self.consumer.state, self.consumer.stopping)
+        # A heartbeat is a plain HSET, refused under OOM and on a replica: its
+        # success is the probe that reopens claiming and fetching. (Scripts
+        # that happen not to write succeed while writes are refused.)
+        await self.consumer.heartbeat.run(self.consumer.state, on_ok=self.consumer.guard.writes_accepted)
 
     async def maintenance(self) -> None:
         consumer = self.consumer
@@ -54,7 +57,7 @@ class SideLoops:
         last_refresh = last_takeover = time.monotonic()
         while True:
             await asyncio.sleep(0.25 if consumer.burst else 0.5)
-            await guard.call(consumer.queue.promote_due, writes=True)
+            await guard.call(consumer.queue.promote_due)
             now = time.monotonic()
             if now - last_refresh >= self.refresh_s or guard.reconnects != self._seen_reconnects:
                 self._seen_reconnects = guard.reconnects
@@ -71,7 +74,7 @@ class SideLoops:
         held = list(settler.held)
         limit = 0 if consumer.stopping.is_set() else max(consumer.free_slots(), 0)
         result = await consumer.guard.call(
-            lambda: self.leases.refresh(held, orphan_idle_ms=self.orphan_idle_ms, orphan_limit=limit), writes=True
+            lambda: self.leases.refresh(held, orphan_idle_ms=self.orphan_idle_ms, orphan_limit=limit)
         )
         busy = set(consumer.in_flight) | settler.in_batches()
         lost = [entry_id for entry_id in result.lost if entry_id in settler.held and entry_id not in busy]
@@ -98,7 +101,7 @@ class SideLoops:
         free = consumer.free_slots()
         if free <= 0:
             return
-        result = await guard.call(lambda: self.leases.take_over(free), writes=True)
+        result = await guard.call(lambda: self.leases.take_over(free))
         if not result.entries:
             return
         log.info("%s: took over %d pages of dead consumers %s", consumer.name, len(result.entries),
