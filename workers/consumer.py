@@ -146,7 +146,7 @@ class Consumer:
             raise self.fatal
         # The claimer finishes its XREADGROUP: a reply cut off by a cancel
         # would leave entries pending under our name that nobody holds.
-        await _stop_tasks([claimer], grace_s=0 if self.aborting.is_set() else self._block_ms / 1000 + 1)
+        await _stop_tasks([claimer], grace_s=self._block_ms / 1000 + 1)
         await self._drain(workers)
         settle_stop.set()
         await _stop_tasks([settler], grace_s=self.worker.drain_timeout_s)
@@ -156,6 +156,7 @@ class Consumer:
             self._release_all()
         if not isinstance(self.fatal, RedisBug):
             await self._settle_all()
+            await self._hand_back_strays()
             await self.guard.call(self.heartbeat.remove)
         if self.fatal is not None:
             raise self.fatal
@@ -197,6 +198,16 @@ class Consumer:
                 if self.fatal is None:
                     self.fatal = exc
                 self._release_all()
+
+    async def _hand_back_strays(self) -> None:
+        """Whatever is still pending under our name now, nobody holds (a claim
+        reply cut off by a cancel): give it back rather than leave it to a takeover."""
+        strays = await self.guard.call(lambda: self.side.leases.refresh([], orphan_idle_ms=0, orphan_limit=100_000))
+        if strays.orphans:
+            for entry_id, task in strays.orphans:
+                self.settler.held[entry_id] = task
+            self.settler.release(strays.orphans)
+            await self._settle_all()
 
     async def _wait_idle(self) -> None:
         while self.in_flight:
