@@ -71,7 +71,7 @@ async def child_main(spec: ChildSpec, index: int) -> None:
     gc.set_threshold(50_000, 20, 20)
 
     keys = TargetKeys(settings.target.name, settings.redis.key_prefix)
-    name = consumer_name(index)
+    name = consumer_name(index, spec.run_id)
     try:
         sink = JsonlSink(
             shard_path(Path(settings.worker.output_dir), settings.target.name, index), fsync=settings.worker.fsync

@@ -34,14 +34,19 @@ from workers.health import process_start
 log = logging.getLogger(__name__)
 
 
-def consumer_name(index: int) -> str:
-    """Unique per pod and process: ``<hostname>-<pid>-<child index>``."""
-    return f"{socket.gethostname()}-{os.getpid()}-{index}"
+def consumer_name(index: int, run_id: str = "") -> str:
+    """Unique per pod, supervisor start and process: ``<hostname>[-<run id>]-<pid>-<child index>``.
+
+    A restarted container has the same host name and, in a fresh PID
+    namespace, the same pids: without the run id its consumers would inherit
+    the pending entries of the dead ones as if they held them.
+    """
+    return child_consumer_name(socket.gethostname(), run_id, os.getpid(), index)
 
 
-def child_consumer_name(host: str, pid: int, index: int) -> str:
+def child_consumer_name(host: str, run_id: str, pid: int, index: int) -> str:
     """The name a child with this pid chose (the supervisor marks it dead)."""
-    return f"{host}-{pid}-{index}"
+    return f"{host}-{run_id}-{pid}-{index}" if run_id else f"{host}-{pid}-{index}"
 
 
 class Heartbeat:

@@ -30,7 +30,8 @@ class SideLoops:
         worker = consumer.worker
         # A held entry is re-claimed to ourselves three times per lease: it
         # never reaches the idle time at which anything would take it over.
-        self.refresh_s = max(worker.claim_idle_s / 3, 0.5)
+        # At most every 10 s: the same pass finds orphans, which must not wait long.
+        self.refresh_s = min(max(worker.claim_idle_s / 3, 0.5), 10.0)
         # An entry pending under our name that we have not held for this long
         # is an orphan (a Redis restart brought an acknowledged entry back).
         self.orphan_idle_ms = int((2 * self.refresh_s + 2) * 1000)

@@ -5,7 +5,7 @@ uvloop.new_event_loop``. SIGTERM (Kubernetes scale-down) and SIGINT reach the
 supervisor (PID 1 under tini); it forwards SIGTERM to every child, which stops
 claiming, finishes or hands back its in-flight pages, flushes, acknowledges
 and exits 0. A second SIGINT tells the children to hand back their in-flight
-pages at once (nothing stays pending); a third kills them.
+pages at once (nothing stays pending); one still alive 5 s later is killed.
 
 A child that dies (kill -9, a bug) is marked dead in Redis so the other
 consumers take its pages over at once, then started again. A child that
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import socket
 import tempfile
@@ -99,13 +100,12 @@ class Supervisor:
             self.interrupts += 1
         if self.stopping and signum == signal.SIGINT:
             self.forced = True
-            if self.interrupts >= 3:
-                log.warning("third interrupt: killing workers now")
-                self._kill_stragglers()
-                return
+            if self.interrupts > 2:
+                return  # already handing back; the kill timer covers a child that hangs
             # The terminal's SIGINT reached the children too; SIGTERM makes sure
             # each counts a second stop: hand back in-flight pages and exit now.
-            log.warning("second interrupt: handing back in-flight pages now (again to kill)")
+            # Children still alive after the margin are killed.
+            log.warning("second interrupt: handing back in-flight pages now")
             for slot in self.slots.values():
                 if slot.process.is_alive():
                     slot.process.terminate()
@@ -170,7 +170,13 @@ class Supervisor:
                     continue
                 new = self._start(slot.index, slot.restarts + 1)
                 waiting[asyncio.create_task(_exited(new.process))] = new
-        return 1 if self.forced else 0
+        if self.forced:
+            # Interrupted twice: we exit now, with every page handed back. Yet
+            # more Ctrl-Cs must not kill the process half-way through its exit.
+            loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            return 1
+        return 0
 
     async def _mark_dead(self, slot: Slot) -> None:
         """Its heartbeat would prove it dead only after dead_after_s: say so now."""
@@ -182,7 +188,7 @@ class Supervisor:
 
         settings = self.spec.settings
         keys = TargetKeys(settings.target.name, settings.redis.key_prefix)
-        name = child_consumer_name(socket.gethostname(), slot.process.pid, slot.index)
+        name = child_consumer_name(socket.gethostname(), self.spec.run_id, slot.process.pid, slot.index)
         client = Redis.from_url(self.spec.redis_url, socket_timeout=1, socket_connect_timeout=1)
         try:
             with contextlib.suppress(Exception):  # best effort: the heartbeat rule still applies
@@ -236,6 +242,7 @@ async def supervise(spec: ChildSpec, processes: int) -> int:
     """Run N children to completion (burst) or until a signal; returns the exit code."""
     port = spec.settings.worker.metrics_port
     runner = None
+    spec = replace(spec, run_id=secrets.token_hex(3))
     with tempfile.TemporaryDirectory(prefix="scraper-metrics-") as metrics_dir:
         if port:
             spec = replace(spec, metrics_dir=metrics_dir)
