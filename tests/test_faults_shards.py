@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
