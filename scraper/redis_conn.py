@@ -106,7 +106,7 @@ def ensure_embedded(state_dir: Path, *, timeout_s: float = 10.0) -> str:
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "everysec",
+                "always",  # an acknowledged page survives a crash of Redis or the machine (README: Faults)
                 "--save",
                 "",
                 "--daemonize",
