@@ -6,6 +6,7 @@ import os
 import signal
 from pathlib import Path
 
+from tests.conftest import RedisServer
 from tests.faults_support import crawl
 from tests.helpers import assert_exported_exactly, run_cli, start_cli, stats_json, wait_for
 
@@ -72,4 +73,27 @@ def test_killed_child_is_marked_dead_by_its_supervisor(tmp_path: Path, redis_url
         assert pod.wait(timeout=120) == 0
         _, stderr = pod.communicate()
         assert "pages of dead consumers" in stderr
+    assert_exported_exactly(tmp_path, c.common, c.out, c.env, c.expected)
+
+
+def test_orphans_pending_under_a_live_consumer_are_finished(tmp_path: Path, redis_server: RedisServer,
+                                                            redis_url: str) -> None:  # fmt: skip
+    """DESIGN "Redis crash orphans": entries pending under a live consumer that
+    does not hold them (as after an AOF restart that lost its last second).
+    Nobody may take them over (their consumer is alive): it must finish them."""
+    with crawl(tmp_path, redis_url, seed=14, videos=8, comments=4000, sim=("--latency-ms", "200")) as c:
+        args = ["--processes", "1", "--concurrency", "4", "--rate-limit", "0", "--claim-idle", "3"]
+        pod = start_cli(["work", *c.common, *args, "--burst", "--output-dir", str(c.out)], c.env)
+        admin = redis_server.client()
+        wait_for(lambda: admin.hlen("scraper:{video-list}:consumers") == 1, timeout=60)
+        [live] = [name.decode() for name in admin.hkeys("scraper:{video-list}:consumers")]
+        # Deliver five queued pages to the live consumer behind its back.
+        stolen = admin.xreadgroup("workers", live, {"scraper:{video-list}:tasks": ">"}, count=5)
+        admin.close()
+        assert len(stolen[0][1]) == 5
+        assert pod.wait(timeout=120) == 0
+        _, stderr = pod.communicate()
+    assert "pending under our name that we do not hold" in stderr
+    final = stats_json(redis_url, c.env)
+    assert (final["queued"], final["in_flight"], final["delayed"]) == (0, 0, 0)
     assert_exported_exactly(tmp_path, c.common, c.out, c.env, c.expected)

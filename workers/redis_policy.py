@@ -102,7 +102,7 @@ class ErrorLog:
             return
         count = self._count.pop(kind)
         self._last[kind] = now
-        suffix = f" ({count} times in the last {self.interval_s:.0f}s)" if last is not None and count > 1 else ""
+        suffix = f" ({count} times in the last {self.interval_s:g}s)" if last is not None and count > 1 else ""
         log.warning(message + suffix, *args)
 
     def recovered(self, kind: str, message: str, *args: object) -> None:
