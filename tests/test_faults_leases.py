@@ -82,10 +82,10 @@ def test_orphans_pending_under_a_live_consumer_are_finished(tmp_path: Path, redi
     does not hold them (as after an AOF restart that lost its last second).
     Nobody may take them over (their consumer is alive): it must finish them."""
     with crawl(tmp_path, redis_url, seed=14, videos=8, comments=4000, sim=("--latency-ms", "200")) as c:
-        args = ["--processes", "1", "--concurrency", "4", "--rate-limit", "0", "--claim-idle", "3"]
+        args = ["--processes", "1", "--concurrency", "4", "--batch-size", "4", "--rate-limit", "0", "--claim-idle", "3"]
         pod = start_cli(["work", *c.common, *args, "--burst", "--output-dir", str(c.out)], c.env)
         admin = redis_server.client()
-        wait_for(lambda: admin.hlen("scraper:{video-list}:consumers") == 1, timeout=60)
+        wait_for(lambda: stats_json(redis_url, c.env)["queued"] >= 20, timeout=60)
         [live] = [name.decode() for name in admin.hkeys("scraper:{video-list}:consumers")]
         # Deliver five queued pages to the live consumer behind its back.
         stolen = admin.xreadgroup("workers", live, {"scraper:{video-list}:tasks": ">"}, count=5)
