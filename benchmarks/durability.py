@@ -6,7 +6,8 @@
 - old: output lines written (not fsynced) before the acknowledgement; Redis
   AOF with ``appendfsync everysec``;
 - new: one ``fsync`` of the shard per settle batch before the acknowledgement
-  (``worker.fsync = true``); Redis AOF with ``appendfsync always``.
+  (``worker.fsync = true``); Redis AOF with ``appendfsync always``;
+- and each of the two changes alone.
 
 Each round starts a private redis-server (AOF on, data on the real disk), the
 simulator (its own process), enqueues the corpus and times ``scraper work
@@ -62,8 +63,17 @@ def start_redis(data_dir: Path, appendfsync: str) -> tuple[subprocess.Popen[byte
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def one_round(workdir: Path, args: argparse.Namespace, *, new: bool, base_url: str, videos: Path) -> dict[str, float]:
-    redis_proc, url = start_redis(workdir / "redis", "always" if new else "everysec")
+# label -> (fsync per settle batch, Redis appendfsync)
+CONFIGS = {
+    "old": (False, "everysec"),
+    "fsync only": (True, "everysec"),
+    "aof always only": (False, "always"),
+    "new": (True, "always"),
+}
+
+
+def one_round(workdir: Path, *, fsync: bool, appendfsync: str, base_url: str, videos: Path) -> dict[str, float]:
+    redis_proc, url = start_redis(workdir / "redis", appendfsync)
     env = {"SCRAPER_WORKER_HEARTBEAT_DIR": str(workdir / "beats"), "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     common = ["--target", "video-list", "--redis-url", url, "--config-dir", str(REPO / "config")]
     try:
@@ -71,13 +81,12 @@ def one_round(workdir: Path, args: argparse.Namespace, *, new: bool, base_url: s
                        env=env, check=True, capture_output=True)  # fmt: skip
         work = [*SCRAPER, "work", *common, "--processes", "2", "--concurrency", "128", "--rate-limit", "0",
                 "--burst", "--output-dir", str(workdir / "out")]  # fmt: skip
-        if new:
-            work.append("--fsync")
+        env["SCRAPER_WORKER_FSYNC"] = "true" if fsync else "false"
         started = time.perf_counter()
         subprocess.run(work, env=env, check=True, capture_output=True)
         seconds = time.perf_counter() - started
         pages = int(redis.Redis.from_url(url).hget("scraper:{video-list}:stats", "pages_done") or 0)
-        rpids = set()
+        rpids: set[int] = set()
         for shard in (workdir / "out" / "video-list").glob("*.jsonl"):
             rpids.update(orjson.loads(line)["rpid"] for line in shard.read_bytes().splitlines() if line)
         return {"pages": pages, "seconds": seconds, "pages_per_s": pages / seconds, "rpids": len(rpids)}
@@ -91,7 +100,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=40)
     parser.add_argument("--comments", type=int, default=60000)
     parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     corpus = Corpus.generate(seed=7, videos=args.videos, comments=args.comments)
     expected = len(corpus.expected_rpids())
@@ -109,11 +118,11 @@ def main() -> None:
             while not base_url:
                 match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", sim.stdout.readline())
                 base_url = match.group(1) if match else ""
-            results: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
+            results: dict[str, list[dict[str, float]]] = {label: [] for label in CONFIGS}
             for index in range(args.rounds):
-                for label in ("old", "new"):  # alternate: both see the same machine weather
-                    row = one_round(root / f"{label}-{index}", args, new=label == "new", base_url=base_url,
-                                    videos=videos)  # fmt: skip
+                for label, (fsync, aof) in CONFIGS.items():  # alternate: all see the same machine weather
+                    row = one_round(root / f"{index}-{label.replace(' ', '-')}", fsync=fsync, appendfsync=aof,
+                                    base_url=base_url, videos=videos)  # fmt: skip
                     assert row["rpids"] == expected, f"{label}: {row['rpids']} of {expected} comments"
                     results[label].append(row)
                     print(f"round {index} {label}: {row['pages']:.0f} pages in {row['seconds']:.2f}s", flush=True)
@@ -121,14 +130,15 @@ def main() -> None:
             sim.terminate()
             sim.wait()
     print()
-    print("| settings | output before ack | Redis AOF | pages/s (median) |")
-    print("|---|---|---|---|")
+    print("| settings | fsync per settle batch | Redis AOF | pages/s median | pages/s best |")
+    print("|---|---|---|---|---|")
     medians = {}
-    for label, what, aof in (("old", "written", "everysec"), ("new", "written + fsync per batch", "always")):
+    for label, (fsync, aof) in CONFIGS.items():
         rates = sorted(r["pages_per_s"] for r in results[label])
         medians[label] = rates[len(rates) // 2]
-        print(f"| {label} | {what} | appendfsync {aof} | {medians[label]:,.0f} |")
-    print(f"\nnew / old: {medians['new'] / medians['old']:.2f} ({corpus.total_comments():,} comments)")
+        cells = [label, "yes" if fsync else "no", f"appendfsync {aof}", f"{medians[label]:,.0f}", f"{rates[-1]:,.0f}"]
+        print("| " + " | ".join(cells) + " |")
+    print(f"\nnew / old (medians): {medians['new'] / medians['old']:.2f} ({corpus.total_comments():,} comments)")
 
 
 if __name__ == "__main__":

@@ -88,9 +88,19 @@ class Heartbeat:
             await asyncio.sleep(self.interval_s)
 
     async def remove(self) -> None:
+        """A clean exit: no heartbeat, and no ghost member of the group (issue 16)."""
         with contextlib.suppress(OSError):
             self.file.unlink(missing_ok=True)
         await self.redis.hdel(self.keys.consumers, self.name)
+        try:
+            members = await self.redis.xinfo_consumers(self.keys.tasks, CONSUMER_GROUP)
+        except ResponseError:
+            return  # no stream or group (a reset): nothing to forget
+        for member in members:
+            name = member["name"].decode() if isinstance(member["name"], bytes) else str(member["name"])
+            # Only with nothing pending: DELCONSUMER drops a member's pending entries.
+            if name == self.name and int(member["pending"]) == 0:
+                await self.redis.xgroup_delconsumer(self.keys.tasks, CONSUMER_GROUP, self.name)
 
     async def mark_dead(self) -> None:
         """Tell the other consumers to take our entries over now, not after dead_after_s."""
