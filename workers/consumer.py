@@ -31,7 +31,9 @@ from scraper.settings import Settings
 from scraper.sinks import JsonlSink, OutputFailure
 from scraper.targets.base import SiteAdapter
 from scraper.tasks import Task
+from workers import handback
 from workers.fetch import fetch
+from workers.handback import stop_tasks
 from workers.heartbeat import Heartbeat
 from workers.leases import Leases
 from workers.outcomes import record_dead, record_failure
@@ -92,7 +94,7 @@ class Consumer:
         # A burst run checks for the end after each empty claim: a short block
         # lets it exit ~0.1 s after the last page instead of up to block_ms.
         self._block_ms = min(self.worker.block_ms, _BURST_BLOCK_MS) if burst else self.worker.block_ms
-        self._slot_freed = asyncio.Event()
+        self.slot_freed = asyncio.Event()
         self.pages_done = 0
         self.progress_ts = time.time()
         self.waiting_limiter = 0
@@ -142,81 +144,28 @@ class Consumer:
         claimer = self._spawn(self._claim_loop(), "claim")
         await self.stopping.wait()
         if isinstance(self.fatal, TargetReset):  # nothing to settle into: the target is gone
-            await _stop_tasks([claimer, settler, *side, *workers])
+            await stop_tasks([claimer, settler, *side, *workers])
             raise self.fatal
         # The claimer finishes its XREADGROUP: a reply cut off by a cancel
         # would leave entries pending under our name that nobody holds.
-        await _stop_tasks([claimer], grace_s=self._block_ms / 1000 + 1)
-        await self._drain(workers)
+        await stop_tasks([claimer], grace_s=self._block_ms / 1000 + 1)
+        await handback.drain(self, workers)
         settle_stop.set()
-        await _stop_tasks([settler], grace_s=self.worker.drain_timeout_s)
-        await _stop_tasks(side)
+        await stop_tasks([settler], grace_s=self.worker.drain_timeout_s)
+        await stop_tasks(side)
         if isinstance(self.fatal, OutputFailure):
             self.settler.sink.discard()
-            self._release_all()
+            handback.release_all(self)
         if not isinstance(self.fatal, RedisBug):
-            await self._settle_all()
-            await self._hand_back_strays()
+            await handback.settle_all(self)
+            await handback.hand_back_strays(self)
             await self.guard.call(self.heartbeat.remove)
         if self.fatal is not None:
             raise self.fatal
 
-    async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
-        """Finish in-flight pages until the deadline (or an abort); hand back the rest."""
-        while not self.local.empty():  # unstarted: back to the queue at once, for the others
-            entry_id, task = self.local.get_nowait()
-            if entry_id in self.settler.held:
-                self.settler.release([(entry_id, task)])
-        if self.in_flight and not self.aborting.is_set():
-            idle = asyncio.ensure_future(self._wait_idle())
-            abort = asyncio.ensure_future(self.aborting.wait())
-            done, _ = await asyncio.wait({idle, abort}, timeout=self.worker.drain_timeout_s,
-                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            idle.cancel()
-            abort.cancel()
-            if not done:
-                log.warning("%s: drain timeout: handing back %d unfinished pages", self.name, len(self.in_flight))
-        await _stop_tasks(workers)
-        self._release_unsettled()
-
-    def _release_unsettled(self) -> None:
-        """Every held page that no batch settles goes back: cancelled mid-fetch,
-        waiting for the limiter or for Redis to take writes again."""
-        batched = self.settler.in_batches()
-        self.settler.release([(i, t) for i, t in self.settler.held.items() if i not in batched])
-
-    def _release_all(self) -> None:
-        """After an output failure: the unwritten outcomes are dropped and their pages go back."""
-        self.settler.pending = type(self.settler.pending)()
-        self._release_unsettled()
-
-    async def _settle_all(self) -> None:
-        while self.settler.pending or self.settler.settling is not None:
-            try:
-                await self.settler.settle_now()
-            except OutputFailure as exc:  # the last flush failed: hand back all of it
-                if self.fatal is None:
-                    self.fatal = exc
-                self._release_all()
-
-    async def _hand_back_strays(self) -> None:
-        """Whatever is still pending under our name now, nobody holds (a claim
-        reply cut off by a cancel): give it back rather than leave it to a takeover."""
-        strays = await self.guard.call(lambda: self.side.leases.refresh([], orphan_idle_ms=0, orphan_limit=100_000))
-        if strays.orphans:
-            for entry_id, task in strays.orphans:
-                self.settler.held[entry_id] = task
-            self.settler.release(strays.orphans)
-            await self._settle_all()
-
-    async def _wait_idle(self) -> None:
-        while self.in_flight:
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-
     def _progressed(self) -> None:
         self.progress_ts = time.time()
-        self._slot_freed.set()
+        self.slot_freed.set()
 
     # ---- claiming --------------------------------------------------------
 
@@ -233,8 +182,8 @@ class Consumer:
             await self.guard.writable.wait()  # no claims while Redis refuses writes
             free = self.free_slots()
             if free < min(self.worker.batch_size, self.capacity) // 2 or free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
+                self.slot_freed.clear()
+                await self.slot_freed.wait()
                 continue
             count = min(free, self.worker.batch_size)
             self.accept(await self.guard.call(partial(self.queue.claim, count, self._block_ms)))
@@ -268,7 +217,7 @@ class Consumer:
                 self._failed(entry_id, task, PageError(f"internal error: {exc!r}", reason="internal"))
             finally:
                 self.in_flight.pop(entry_id, None)
-                self._slot_freed.set()
+                self.slot_freed.set()
 
     async def _process(self, entry_id: bytes, task: Task) -> None:
         started = time.perf_counter()
@@ -331,22 +280,3 @@ class Consumer:
             "progress_ts": max(self.progress_ts, self.settler.last_settled),
             "waiting": waiting,
         }
-
-
-async def _stop_tasks(tasks: list[asyncio.Task[Any]], timeout_s: float = 5.0, grace_s: float = 0.0) -> None:
-    """Let tasks end within ``grace_s``, then cancel and wait, bounded: a task
-    that swallows its cancellation (a client library racing a timeout against
-    it) must not hang the shutdown."""
-    live = [task for task in tasks if not task.done()]
-    if not live:
-        return
-    if grace_s > 0:
-        _, still = await asyncio.wait(live, timeout=grace_s)
-        live = list(still)
-    for task in live:
-        task.cancel()
-    if not live:
-        return
-    _, stuck = await asyncio.wait(live, timeout=timeout_s)
-    for task in stuck:
-        log.warning("task %s ignored its cancellation; leaving it behind", task.get_name())

@@ -78,9 +78,13 @@ class Heartbeat:
     async def run(self, state: Callable[[], dict[str, Any]], on_ok: Callable[[], None] | None = None) -> None:
         while True:
             try:
-                await self.beat(state())
+                # Bounded: a Redis that hangs (no reply, no reset) must not stop
+                # the file, or the probe would kill a process that only waits.
+                await asyncio.wait_for(self.beat(state()), timeout=max(self.interval_s, 1.0) * 2)
                 if on_ok is not None:
                     on_ok()
+            except TimeoutError:
+                self.write_file({**state(), "waiting": "redis"})
             except (OSError, RedisError):
                 # Alive, only Redis is away or refuses writes: the file says so.
                 # (A bug-class error shows up in the settle or claim path.)
