@@ -38,6 +38,8 @@ def progress_line(stats: dict[str, Any], *, bar: bool) -> str:
         f"{rate:.0f} pages/s  queued {stats['queued']}  in flight {stats['in_flight']}  "
         f"retries {stats['retries']}  dead {stats['dead']}  ETA {format_eta(stats['eta_s'])}"
     )
+    if stats.get("waiting_for"):
+        text += f"  waiting for {', '.join(stats['waiting_for'])}"
     if not bar:
         return f"progress: {fraction:6.1%} {text}"
     filled = int(fraction * BAR_WIDTH)

@@ -62,6 +62,7 @@ def _run_through_refusal(tmp_path: Path, redis_server: RedisServer, redis_url: s
         with refused_writes(redis_server, how) as restore:
             time.sleep(2.0)  # every consumer has met the refusal by now, and held pages do not settle
             health = run_cli(["health", "--stall", "1"], c.env)
+            waiting_for = stats_json(redis_url, c.env)["waiting_for"]
             time.sleep(4.0)
             during = c.sim_requests() - before
             restore()
@@ -71,6 +72,8 @@ def _run_through_refusal(tmp_path: Path, redis_server: RedisServer, redis_url: s
     print(f"{how}: {during} requests sent in the 6 s while Redis refused writes")
     # Waiting for Redis correctly is healthy, even with pages held and no settle.
     assert health.returncode == 0, health.stderr
+    # What `stats` and the progress line say the crawl waits for:
+    assert waiting_for == ["redis memory full (maxmemory)" if how == "oom" else "redis read-only (a replica)"]
     assert during <= 2 * 16  # at most what was already past the gate, never a crawl going on
     assert "Traceback" not in stderr
     assert 1 <= stderr.count("Redis refuses writes") <= 4  # one line per process and interval

@@ -127,7 +127,7 @@ class RedisGuard:
         self.down_since: float | None = None
         self.refused_since: float | None = None
         self.reconnects = 0
-        self.back_at: float | None = None  # when the last outage ended (monotonic)
+        self.back_at: float | None = None  # when the last outage or refusal ended (monotonic)
 
     @property
     def waiting_for(self) -> str:
@@ -202,4 +202,5 @@ class RedisGuard:
                 "refused", "%s: Redis takes writes again after %.1fs: resuming", self.name, now - self.refused_since
             )
             self.refused_since = None
+            self.back_at = now  # heartbeats could not be written either: give them time
             self.writable.set()
