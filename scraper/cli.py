@@ -37,7 +37,7 @@ def _common(parser: argparse.ArgumentParser, *, target: bool | str = False) -> N
 def _work_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--processes", type=int, help="worker processes (default from config: 2)")
     parser.add_argument("--concurrency", type=int, help="consumer coroutines per process (default 128)")
-    parser.add_argument("--output-dir", help="where shards go: DIR/<target>/<host>-<pid>-<n>.jsonl")
+    parser.add_argument("--output-dir", help="where shards go: DIR/<target>/<host>-<pid>-<start ms>-<random>-<n>.jsonl")
     parser.add_argument("--base-url", help="the site's base URL (default from the target's TOML)")
     parser.add_argument(
         "--rate-limit", type=float, help="requests/s to the host, all processes and pods together; 0 = none"
