@@ -64,6 +64,8 @@ def progress_line(stats: dict[str, Any], *, bar: bool, rate: float | None = None
     )
     if not average:
         text += f"  ETA {format_eta(stats['eta_s'])}"
+    if stats.get("waiting_for"):
+        text += f"  waiting for {', '.join(stats['waiting_for'])}"
     if not bar:
         return f"progress: {fraction:6.1%} {text}"
     filled = int(fraction * BAR_WIDTH)

@@ -156,7 +156,7 @@ def _start_server(redis_dir: Path, sock: Path) -> None:
             "--appendonly",
             "yes",
             "--appendfsync",
-            "everysec",
+            "always",  # an acknowledged page survives a crash of Redis or the machine (README: Faults)
             "--save",
             "",
             "--daemonize",

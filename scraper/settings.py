@@ -68,7 +68,7 @@ class WorkerSettings:
     block_ms: int = 500  # XREADGROUP BLOCK
     settle_interval_ms: int = 20  # how often finished pages are flushed + acknowledged
     output_dir: str = "output"
-    fsync: bool = False
+    fsync: bool = True  # fsync each shard batch before its acknowledgement (README: Faults)
     max_attempts: int = 5
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0

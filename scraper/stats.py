@@ -66,9 +66,15 @@ async def read_stats(client: aioredis.Redis, keys: TargetKeys, *, limiter_host: 
                 "heartbeat_age_s": round(now - float(beat.get("ts", 0)), 1),
                 "in_flight": beat.get("in_flight", 0),
                 "pages_done": beat.get("pages_done", 0),
+                "waiting": beat.get("waiting", ""),  # redis | redis-writes | site | "" (workers.consumer)
             }
         )
     consumers.sort(key=lambda c: c["name"])
+    # What the crawl waits for: Redis, the site's rate limit, or dead consumers' pages.
+    waiting_for = sorted({c["waiting"] for c in consumers if c["waiting"] and c["heartbeat_age_s"] < 30})
+    if any(c["pending"] and c["heartbeat_age_s"] >= 10 for c in consumers):
+        waiting_for.append("takeover of dead consumers")
+    waiting_for[:0] = await _redis_refusing_writes(client)
 
     pages_known = counters.get("pages_known", 0)
     pages_done = counters.get("pages_done", 0)
@@ -95,6 +101,7 @@ async def read_stats(client: aioredis.Redis, keys: TargetKeys, *, limiter_host: 
         **speed,
         "eta_s": round(remaining / rate, 1) if rate and remaining else (0.0 if not remaining else None),
         "consumers": consumers,
+        "waiting_for": waiting_for,
         "meta": {_text(k): _text(v) for k, v in raw_meta.items()},
         "done": pages_known > 0 and counts.length == 0 and counts.delayed == 0,
     }
@@ -140,3 +147,18 @@ async def read_gauges(client: aioredis.Redis, keys: TargetKeys, *, limiter_host:
 
         result["rate_limit"] = await read_state(client, limiter_host, keys.prefix)
     return result
+
+
+async def _redis_refusing_writes(client: aioredis.Redis) -> list[str]:
+    """Why Redis refuses writes now, if it does (then no heartbeat can say so)."""
+    try:
+        info = await client.info()
+    except ResponseError:  # INFO may be denied on a managed Redis
+        return []
+    reasons = []
+    if info.get("role") == "slave":
+        reasons.append("redis read-only (a replica)")
+    maxmemory = int(info.get("maxmemory", 0) or 0)
+    if maxmemory and int(info.get("used_memory", 0) or 0) >= maxmemory:
+        reasons.append("redis memory full (maxmemory)")
+    return reasons

@@ -211,8 +211,8 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path, redis_url: str) -> None:
     print(f"drain took {drain_s:.1f}s")
 
 
-def test_second_interrupt_forces_exit(tmp_path: Path, redis_url: str) -> None:
-    """Ctrl-C drains; a second Ctrl-C does not wait for slow pages."""
+def test_second_interrupt_hands_back_at_once(tmp_path: Path, redis_url: str) -> None:
+    """Ctrl-C drains; a second Ctrl-C does not wait for slow pages but hands them back."""
     env = cli_env(tmp_path, SCRAPER_COOKIE=COOKIE)
     videos = tmp_path / "videos.txt"
     common = ["--target", "video-list", "--redis-url", redis_url]
@@ -239,6 +239,8 @@ def test_second_interrupt_forces_exit(tmp_path: Path, redis_url: str) -> None:
         os.killpg(pod.pid, signal.SIGINT)
         assert pod.wait(timeout=15) == 1
         _, stderr = pod.communicate()
-        assert "second interrupt: killing workers now" in stderr
-    # Nothing was acknowledged without its lines: the pages are still pending.
-    assert stats_json(redis_url, env)["in_flight"] == 6
+        assert "second interrupt: handing back in-flight pages now" in stderr
+    # Nothing was acknowledged without its lines, and nothing stays pending: the
+    # six pages are back in the queue for the next run.
+    after = stats_json(redis_url, env)
+    assert (after["in_flight"], after["queued"], after["pages_done"]) == (0, 6, 0)

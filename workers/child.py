@@ -8,9 +8,12 @@ aiohttp session of the process, the sink, the limiter. Only the picklable
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import os
 import signal
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -23,11 +26,14 @@ from scraper.queue import TaskQueue
 from scraper.ratelimit import RateLimitConfig, build_limiter
 from scraper.redis_conn import async_client
 from scraper.settings import Settings
-from scraper.sinks import JsonlSink, shard_path
+from scraper.sinks import JsonlSink, OutputFailure, shard_path
 from scraper.targets import load_adapter
 from scraper.targets.base import AdapterContext
 from workers.consumer import Consumer
+from workers.exits import EXIT_BUG, EXIT_OUTPUT, EXIT_RESET
 from workers.heartbeat import Heartbeat, consumer_name
+from workers.leases import Leases
+from workers.redis_policy import RedisBug, TargetReset
 from workers.spec import ChildSpec
 from workers.telemetry import Telemetry
 
@@ -74,12 +80,16 @@ async def child_main(spec: ChildSpec, index: int) -> None:
     gc.set_threshold(50_000, 20, 20)
 
     keys = TargetKeys(settings.target.name, settings.redis.key_prefix)
-    name = consumer_name(index)
+    name = consumer_name(index, spec.run_id)
+    try:
+        sink = JsonlSink(
+            shard_path(Path(settings.worker.output_dir), settings.target.name, index), fsync=settings.worker.fsync
+        )
+    except OutputFailure as exc:
+        log.error("%s: %s: stopping", name, exc)
+        _exit_now(EXIT_OUTPUT)
     redis_client = async_client(spec.redis_url, max_connections=64)
     session = build_session(settings)
-    sink = JsonlSink(
-        shard_path(Path(settings.worker.output_dir), settings.target.name, index), fsync=settings.worker.fsync
-    )
     target = settings.target
     limiter = build_limiter(
         redis_client,
@@ -98,7 +108,6 @@ async def child_main(spec: ChildSpec, index: int) -> None:
     consumer = Consumer(
         settings=settings,
         name=name,
-        redis_client=redis_client,
         queue=TaskQueue(redis_client, keys, name, target.complete_ratio),
         session=session,
         adapter=load_adapter(
@@ -108,9 +117,12 @@ async def child_main(spec: ChildSpec, index: int) -> None:
         limiter=limiter,
         heartbeat=heartbeat,
         telemetry=telemetry,
+        leases=Leases(redis_client, keys, name, dead_after_s=dead_after_s(settings)),
         burst=spec.burst,
     )
     telemetry.in_flight = lambda: len(consumer.in_flight)
+    # A file bigger than RLIMIT_FSIZE must be an error (EFBIG) we report, not a signal that kills.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, consumer.request_stop)
@@ -121,11 +133,41 @@ async def child_main(spec: ChildSpec, index: int) -> None:
         settings.worker.concurrency,
         sink.path,
     )
+    code = 0
     try:
         await consumer.run()
+    except TargetReset as exc:
+        log.warning("%s: the target was reset under this worker (%s): stopping cleanly", name, exc)
+        code = EXIT_RESET
+    except OutputFailure as exc:
+        log.error("%s: %s: stopped claiming, handed back every unsettled page", name, exc)
+        code = EXIT_OUTPUT
+    except RedisBug as exc:
+        # One line, not a traceback per page; the supervisor restarts us and
+        # the other consumers take our pages over at once.
+        log.error("%s: unexpected Redis error, restarting this process: %s", name, exc)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(heartbeat.mark_dead(), timeout=2)
+        code = EXIT_BUG
     finally:
-        sink.close()
+        with contextlib.suppress(OutputFailure):
+            sink.close()
         await limiter.close()
         await session.close()
         await redis_client.aclose()
     log.info("%s: stopped after %d pages", name, consumer.pages_done)
+    if code:
+        _exit_now(code)
+
+
+def dead_after_s(settings: Settings) -> float:
+    """A heartbeat this old proves its consumer dead: five missed beats, at least 10 s."""
+    return max(5 * settings.worker.heartbeat_s, 10.0)
+
+
+def _exit_now(code: int) -> None:
+    """Exit with ``code`` without aiomultiprocess logging a traceback for SystemExit."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

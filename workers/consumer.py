@@ -1,48 +1,52 @@
 """The consumer loop of one worker process, readable top to bottom:
 
     claim (XREADGROUP, batches) -> local queue -> M coroutines: fetch -> parse
-    -> sink buffer -> settler: flush sink, THEN one MULTI (follow-ups, retries,
-    dead letters, counters, XACK+XDEL)
+    -> sink buffer -> settler: flush sink, THEN one settle call (follow-ups,
+    retries, dead letters, counters, XACK+XDEL)       (workers.settler)
 
-Side loops: promote due retries, take over entries of dead consumers,
-heartbeat. Every Redis call outside the hot path goes through ``_redis_retry``
-so an outage is one log line and a reconnect, not a crash.
+Side loops: promote due retries, keep held claims fresh and take over the
+entries of dead consumers (workers.leases), heartbeat. Every Redis call goes
+through ``RedisGuard`` (workers.redis_policy): one policy per failure class.
+No task dies unobserved: a side task that ends stops the process.
+
+Stopping: the first signal stops claiming and drains (finish in flight until
+the deadline, hand back the rest, settle); a second one hands back at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
-import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
-from scraper.errors import PageError, PageUnavailable, Throttled
-from scraper.ledger import dead_delta, failure_delta
-from scraper.queue import Entry, SettleBatch, TaskQueue, now_ms
+from scraper.errors import PageError, Throttled
+from scraper.queue import Entry, TaskQueue
 from scraper.ratelimit import Limiter, NullLimiter
 from scraper.settings import Settings
 from scraper.settle import Outcome
-from scraper.sinks import JsonlSink
+from scraper.sinks import JsonlSink, OutputFailure
 from scraper.targets.base import CredentialsRejected, PageResult, Request, SiteAdapter
 from scraper.tasks import Task
+from workers import handback
 from workers.fetch import fetch
-from workers.heartbeat import Heartbeat, prune_consumers
+from workers.handback import stop_tasks
+from workers.heartbeat import Heartbeat
+from workers.leases import Leases
+from workers.outcomes import record_dead, record_failure
+from workers.redis_policy import RedisBug, RedisGuard, TargetReset
+from workers.settler import Settler
+from workers.side_loops import SideLoops
 from workers.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 _BURST_BLOCK_MS = 100
 _INLINE_RENEWALS = 2  # -403 retries right after a key renewal, before the delayed path
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+FATAL = (TargetReset, RedisBug, OutputFailure)
 
 
 class Consumer:
@@ -51,7 +55,6 @@ class Consumer:
         *,
         settings: Settings,
         name: str,
-        redis_client: aioredis.Redis,
         queue: TaskQueue,
         session: aiohttp.ClientSession,
         adapter: SiteAdapter,
@@ -59,134 +62,179 @@ class Consumer:
         limiter: Limiter,
         heartbeat: Heartbeat,
         telemetry: Telemetry,
+        leases: Leases,
         burst: bool,
+        guard: RedisGuard | None = None,
     ) -> None:
         self.settings = settings
         self.worker = settings.worker
         self.name = name
-        self.redis = redis_client
         self.queue = queue
         self.session = session
         self.adapter = adapter
-        self.sink = sink
         self.limiter = limiter
         self._unlimited = isinstance(limiter, NullLimiter)
         self.heartbeat = heartbeat
         self.telemetry = telemetry
         self.burst = burst
+        self.guard = guard or RedisGuard(name)
+        self.settler = Settler(
+            queue=queue,
+            sink=sink,
+            guard=self.guard,
+            telemetry=telemetry,
+            interval_s=self.worker.settle_interval_ms / 1000,
+            on_settled=self._progressed,
+        )
+        self.side = SideLoops(self, leases)
         self.local: asyncio.Queue[Entry] = asyncio.Queue()
         self.in_flight: dict[bytes, Task] = {}
-        self.pending = SettleBatch()  # outcomes not yet settled; the settler swaps it whole
         self.stopping = asyncio.Event()  # stop claiming (drain or burst done)
+        self.aborting = asyncio.Event()  # hand back everything now
+        self.fatal: BaseException | None = None
         self.capacity = self.worker.concurrency + self.worker.batch_size
         # A burst run checks for the end after each empty claim: a short block
         # lets it exit ~0.1 s after the last page instead of up to block_ms.
         self._block_ms = min(self.worker.block_ms, _BURST_BLOCK_MS) if burst else self.worker.block_ms
-        self._slot_freed = asyncio.Event()
-        self._redis_down_since: float | None = None
+        self.slot_freed = asyncio.Event()
         self.pages_done = 0
+        self.progress_ts = time.time()
+        self.waiting_limiter = 0
 
     # ---- lifecycle -------------------------------------------------------
 
     def request_stop(self) -> None:
-        if not self.stopping.is_set():
-            log.info("%s: stop requested: no more claims, draining in-flight pages", self.name)
-            self.stopping.set()
+        """First call: stop claiming and drain. Second: hand back in-flight pages now."""
+        if self.stopping.is_set():
+            if not self.aborting.is_set():
+                log.warning("%s: second stop: handing back in-flight pages now", self.name)
+                self.aborting.set()
+            return
+        log.info("%s: stop requested: no more claims, draining in-flight pages", self.name)
+        self.stopping.set()
+
+    def fail(self, exc: BaseException) -> None:
+        """A task met a fault it cannot ride out: stop, and let run() raise it."""
+        if self.fatal is None:
+            self.fatal = exc
+        self.stopping.set()
+        self.aborting.set()
+
+    def _watch(self, task: asyncio.Task[Any]) -> None:
+        """Done callback of every background task: none may end unobserved."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None and not self.stopping.is_set():
+            exc = RedisBug(f"background task {task.get_name()} ended unexpectedly")
+        if exc is not None:
+            self.fail(exc)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=f"{self.name}:{name}")
+        task.add_done_callback(self._watch)
+        return task
 
     async def run(self) -> None:
-        await self._redis_retry(self.queue.ensure_group)
-        workers = [asyncio.create_task(self._work_loop()) for _ in range(self.worker.concurrency)]
-        side = [
-            asyncio.create_task(self._settle_loop()),
-            asyncio.create_task(self._maintenance_loop()),
-            asyncio.create_task(self.heartbeat.run(self._heartbeat_state, self.stopping)),
-        ]
-        claimer = asyncio.create_task(self._claim_loop())
+        """Crawl until stopped; raises TargetReset, OutputFailure or RedisBug."""
+        await self.guard.call(self.queue.ensure_group, writes=True)
+        await self.side.first_beat()
+        workers = [self._spawn(self._work_loop(), f"fetch-{i}") for i in range(self.worker.concurrency)]
+        settle_stop = asyncio.Event()
+        settler = self._spawn(self.settler.run(settle_stop), "settle")
+        side = [self._spawn(self.side.maintenance(), "maintenance"), self._spawn(self.side.beat(), "heartbeat")]
+        claimer = self._spawn(self._claim_loop(), "claim")
         await self.stopping.wait()
-        await _stop_tasks([claimer])
-        await self._drain(workers)
-        await _stop_tasks(side)
-        await self._settle_now()
-        await self._redis_retry(self.heartbeat.remove)
+        if isinstance(self.fatal, TargetReset):  # nothing to settle into: the target is gone
+            await stop_tasks([claimer, settler, *side, *workers])
+            raise self.fatal
+        # The claimer finishes its XREADGROUP: a reply cut off by a cancel
+        # would leave entries pending under our name that nobody holds.
+        await stop_tasks([claimer], grace_s=self._block_ms / 1000 + 1)
+        await handback.drain(self, workers)
+        settle_stop.set()
+        await stop_tasks([settler], grace_s=self.worker.drain_timeout_s)
+        await stop_tasks(side)
+        if isinstance(self.fatal, OutputFailure):
+            self.settler.sink.discard()
+            handback.release_all(self)
+        if not isinstance(self.fatal, RedisBug):
+            await handback.settle_all(self)
+            await handback.hand_back_strays(self)
+            await self.guard.call(self.heartbeat.remove)
+        if self.fatal is not None:
+            raise self.fatal
 
-    async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
-        """Finish in-flight pages until the deadline; hand back what is left."""
-        unstarted: list[Entry] = []
-        while not self.local.empty():
-            unstarted.append(self.local.get_nowait())
-        if unstarted:
-            self._release([task for _, task in unstarted], [entry_id for entry_id, _ in unstarted])
-        if self.in_flight:
-            try:
-                await asyncio.wait_for(self._wait_idle(), timeout=self.worker.drain_timeout_s)
-            except TimeoutError:
-                log.warning("%s: drain timeout: handing back %d unfinished pages", self.name, len(self.in_flight))
-        unfinished = dict(self.in_flight)
-        await _stop_tasks(workers)
-        settled = set(self.pending.acks)
-        leftover = {entry_id: task for entry_id, task in unfinished.items() if entry_id not in settled}
-        if leftover:  # cancelled mid-fetch: give them back to the queue now
-            self._release(list(leftover.values()), list(leftover))
-
-    async def _wait_idle(self) -> None:
-        while self.in_flight:
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
-
-    def _release(self, tasks: list[Task], entry_ids: list[bytes]) -> None:
-        for task, entry_id in zip(tasks, entry_ids, strict=True):
-            self.pending.release(entry_id, task)
+    def _progressed(self) -> None:
+        self.progress_ts = time.time()
+        self.slot_freed.set()
 
     # ---- claiming --------------------------------------------------------
 
+    def accept(self, entries: list[Entry]) -> None:
+        for entry_id, task in entries:
+            self.settler.held[entry_id] = task
+            self.local.put_nowait((entry_id, task))
+
+    def free_slots(self) -> int:
+        return self.capacity - self.settler.unsettled
+
     async def _claim_loop(self) -> None:
         while not self.stopping.is_set():
-            free = self.capacity - self.local.qsize() - len(self.in_flight)
+            await self.guard.writable.wait()  # no claims while Redis refuses writes
+            free = self.free_slots()
             if free < min(self.worker.batch_size, self.capacity) // 2 or free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
+                self.slot_freed.clear()
+                await self.slot_freed.wait()
                 continue
             count = min(free, self.worker.batch_size)
-            entries = await self._redis_retry(partial(self.queue.claim, count, self._block_ms))
-            for entry in entries:
-                self.local.put_nowait(entry)
-            if not entries and self.burst and await self._crawl_over():
+            self.accept(await self.guard.call(partial(self.queue.claim, count, self._block_ms)))
+            if self.local.empty() and self.burst and await self._crawl_over():
                 log.info("%s: nothing queued, pending or delayed: burst done", self.name)
                 self.request_stop()
 
     async def _crawl_over(self) -> bool:
-        if self.local.qsize() or self.in_flight or self.pending:
+        if self.settler.unsettled or self.settler.pending or self.settler.settling is not None:
             return False
-        return await self._redis_retry(self.queue.is_drained)
+        return await self.guard.call(self.queue.is_drained)
 
     # ---- the hot path ----------------------------------------------------
 
     async def _work_loop(self) -> None:
         while True:
             entry_id, task = await self.local.get()
+            if entry_id not in self.settler.held:
+                continue  # taken over by another consumer while it waited here
+            await self.guard.writable.wait()  # no fetching while Redis refuses writes
             self.in_flight[entry_id] = task
             try:
                 await self._process(entry_id, task)
             except asyncio.CancelledError:
                 raise
+            except FATAL as exc:
+                self.fail(exc)
+                return
             except Exception as exc:  # a bug must not silently eat the page or this coroutine
                 log.exception("%s: unexpected error on %s", self.name, task.fingerprint)
-                await self._failed(entry_id, task, PageError(f"internal error: {exc!r}", reason="internal"))
+                self._failed(entry_id, task, PageError(f"internal error: {exc!r}", reason="internal"))
             finally:
-                del self.in_flight[entry_id]
-                self._slot_freed.set()
+                self.in_flight.pop(entry_id, None)
+                self.slot_freed.set()
 
     async def _process(self, entry_id: bytes, task: Task) -> None:
         renewed: list[str] = []  # -403 refusals retried at once, in this coroutine
         try:
             result = await self._page(task, renewed)
         except PageError as exc:
-            await self._failed(entry_id, task, exc)
+            self._failed(entry_id, task, exc)
+            if isinstance(exc, Throttled) or (isinstance(exc, CredentialsRejected) and exc.cooldown):
+                await self._tell_limiter(exc)
             return
+        self.progress_ts = time.time()
         outcome = Outcome(entry_id, task, result.followups, len(result.records), ledger=result.ledger)
         outcome.counters.update(pages_done=1, comments=len(result.records))
         if result.records:
-            self.sink.write(result.records)
+            self.settler.sink.write(result.records)
         # A chain (cursor pages) goes on in this coroutine for a few pages: a
         # trip through the stream would put each step behind the whole backlog.
         # The pages fetched inline count as part of this entry; if the worker
@@ -200,13 +248,14 @@ class Consumer:
             inline += 1
             _merge(outcome, result)
             if result.records:
-                self.sink.write(result.records)
+                self.settler.sink.write(result.records)
             self.pages_done += 1
+            self.progress_ts = time.time()
         if result.continuation is not None:
             outcome.followups.append(result.continuation)
         outcome.counters.update(f"retries:{reason}" for reason in renewed)
         outcome.counters["retries"] += len(renewed)
-        self.pending.add(outcome)  # the settler may have swapped the batch while we awaited
+        self.settler.pending.add(outcome)  # the settler may have swapped the batch while we awaited
         self.pages_done += 1
 
     async def _page(self, task: Task, renewed: list[str]) -> PageResult:
@@ -238,159 +287,40 @@ class Consumer:
         if self._unlimited:  # no limiter round trips at all on the hot path
             return await fetch(self.session, request.url, request.headers)
         async with self.limiter.slot():  # cluster-wide in-flight cap (no-op when off)
-            await self._redis_retry(self.limiter.acquire)
+            self.waiting_limiter += 1
+            try:
+                await self.guard.call(self.limiter.acquire)
+            finally:
+                self.waiting_limiter -= 1
+            self.progress_ts = time.time()
             return await fetch(self.session, request.url, request.headers)
 
-    async def _failed(self, entry_id: bytes, task: Task, exc: PageError) -> None:
-        # Every change to the batch happens before the first await: the
-        # settler swaps batches while we wait, and a retry appended to an
-        # already-settled batch would be lost.
-        outcome = self.pending.add(Outcome(entry_id, task))
-        if isinstance(exc, PageUnavailable):
-            outcome.final = _record(task, self.name, kind=exc.kind, error=str(exc))
-            outcome.ledger = failure_delta(task, exc)
-            outcome.counters[f"final:{exc.kind}"] += 1
-            outcome.counters["pages_final"] += 1
-            return
-        attempts = task.attempt + 1
-        target = self.settings.target
-        if isinstance(exc, CredentialsRejected) and task.renewals < target.credential_retries:
-            # Not the page's fault: retry soon with the renewed credential, no attempt spent.
-            delay = target.credential_retry_s * (0.5 + random.random())
-            outcome.retry_task, outcome.retry_due_ms = task.renewed(), now_ms() + int(delay * 1000)
-            outcome.counters[f"retries:{exc.reason}"] += 1
-            outcome.counters["retries"] += 1
-        elif attempts >= self.worker.max_attempts:
-            self._dead(outcome, exc.reason, str(exc), attempts)
-        else:
-            delay = self._backoff_s(attempts, exc)
-            outcome.retry_task, outcome.retry_due_ms = task.retried(), now_ms() + int(delay * 1000)
-            outcome.counters[f"retries:{exc.reason}"] += 1
-            outcome.counters["retries"] += 1
-        cooldown = isinstance(exc, CredentialsRejected) and exc.cooldown
-        if isinstance(exc, Throttled) or cooldown:
-            outcome.counters["bans"] += 1
-            log.warning("%s: throttled (%s) on %s", self.name, exc, task.fingerprint)
-            try:
-                await self.limiter.on_throttle(getattr(exc, "retry_after_s", None))
-            except REDIS_DOWN as redis_exc:  # the page is already rescheduled; the next ban tells the limiter
-                log.warning("%s: could not record the ban in Redis: %s", self.name, redis_exc)
+    def _failed(self, entry_id: bytes, task: Task, exc: PageError) -> None:
+        self.progress_ts = time.time()
+        record_failure(self.settler.pending, entry_id, task, exc, settings=self.settings, consumer=self.name)
 
-    def _dead(self, outcome: Outcome, reason: str, error: str, attempts: int) -> None:
-        task = outcome.task
-        outcome.dead = _record(task, self.name, reason=reason, error=error, attempts=attempts)
-        outcome.ledger = dead_delta(task, reason, attempts)
-        outcome.counters["dead"] += 1
-        log.warning("%s: dead letter %s after %d attempts: %s", self.name, task.fingerprint, attempts, error)
+    def dead_letter(self, entry_id: bytes, task: Task, reason: str, error: str, attempts: int) -> None:
+        outcome = self.settler.pending.add(Outcome(entry_id, task))
+        record_dead(outcome, self.name, reason, error, attempts)
 
-    def _backoff_s(self, attempts: int, exc: PageError) -> float:
-        # Exponential with jitter (half to full), so retries of a burst of
-        # failures do not come back in lockstep.
-        base = min(self.worker.backoff_max_s, self.worker.backoff_base_s * 2 ** (attempts - 1))
-        delay = base * (0.5 + random.random() / 2)
-        if isinstance(exc, Throttled) and exc.retry_after_s:
-            delay = max(delay, exc.retry_after_s)
-        return float(delay)
-
-    # ---- settling --------------------------------------------------------
-
-    async def _settle_loop(self) -> None:
-        interval = self.worker.settle_interval_ms / 1000
-        while True:
-            await asyncio.sleep(interval)
-            await self._settle_now()
-
-    async def _settle_now(self) -> None:
-        batch, self.pending = self.pending, SettleBatch()
-        if not batch:
-            return
-        self.sink.flush()  # lines on disk before the acknowledgement
-        await self._redis_retry(lambda: self.queue.settle(batch))
-        self.telemetry.settled(batch)
-
-    # ---- side loops ------------------------------------------------------
-
-    async def _maintenance_loop(self) -> None:
-        claim_idle_ms = int(self.worker.claim_idle_s * 1000)
-        reclaim_every = max(self.worker.claim_idle_s / 4, 0.5)
-        last_reclaim = 0.0
-        while True:
-            await asyncio.sleep(0.25 if self.burst else 0.5)
-            await self._redis_retry(self.queue.promote_due)
-            if time.monotonic() - last_reclaim >= reclaim_every:
-                last_reclaim = time.monotonic()
-                await self._reclaim(claim_idle_ms)
-
-    async def _reclaim(self, claim_idle_ms: int) -> None:
-        free = self.capacity - self.local.qsize() - len(self.in_flight)
-        if free <= 0 or self.stopping.is_set():
-            return
-        taken = await self._redis_retry(lambda: self.queue.reclaim_stale(claim_idle_ms, free))
-        if not taken:
-            return
-        log.info(
-            "%s: took over %d pages idle for %.0fs on other consumers", self.name, len(taken), claim_idle_ms / 1000
-        )
-        self.pending.counters["reclaimed"] += len(taken)
-        for (entry_id, task), deliveries in taken:
-            if deliveries > self.worker.max_attempts:
-                # Delivered again and again, never settled: a page that kills
-                # its worker. Park it rather than crash every consumer in turn.
-                poison = self.pending.add(Outcome(entry_id, task))
-                self._dead(poison, "poison", f"delivered {deliveries} times without settling", deliveries)
-                continue
-            self.local.put_nowait((entry_id, task))
-        await self._cleanup_consumers()
-
-    async def _cleanup_consumers(self) -> None:
+    async def _tell_limiter(self, exc: PageError) -> None:
+        log.warning("%s: throttled (%s)", self.name, exc)
         try:
-            await prune_consumers(
-                self.redis,
-                self.queue.keys,
-                keep=self.name,
-                idle_limit_ms=int(max(self.worker.claim_idle_s * 4, 600) * 1000),
-                heartbeat_max_age_s=max(self.worker.claim_idle_s * 2, 60.0),
-            )
-        except REDIS_DOWN:
-            return
+            await self.limiter.on_throttle(getattr(exc, "retry_after_s", None))
+        except (RedisError, OSError) as redis_exc:  # the page is rescheduled; the next ban tells the limiter
+            self.guard.errors.error("ban", "%s: could not record the ban in Redis: %s", self.name, redis_exc)
 
-    def _heartbeat_state(self) -> dict[str, Any]:
-        return {"in_flight": len(self.in_flight), "queued_locally": self.local.qsize(), "pages_done": self.pages_done}
-
-    async def _redis_retry(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run a Redis call; through an outage, reconnect with backoff, log once."""
-        delay = 0.1
-        while True:
-            try:
-                result = await call()
-            except REDIS_DOWN as exc:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    # The client turned our cancellation into a connection or
-                    # timeout error: retrying would swallow the cancel for good.
-                    raise asyncio.CancelledError from exc
-                if self._redis_down_since is None:
-                    self._redis_down_since = time.monotonic()
-                    log.warning("%s: Redis unreachable (%s); retrying with backoff", self.name, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if self._redis_down_since is not None:
-                log.warning("%s: Redis is back after %.1fs", self.name, time.monotonic() - self._redis_down_since)
-                self._redis_down_since = None
-            return result
-
-
-async def _stop_tasks(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) -> None:
-    """Cancel and wait, bounded: a task that swallows its cancellation (a
-    client library racing a timeout against it) must not hang the shutdown."""
-    for task in tasks:
-        task.cancel()
-    if not tasks:
-        return
-    _, stuck = await asyncio.wait(tasks, timeout=timeout_s)
-    for task in stuck:
-        log.warning("task %s ignored its cancellation; leaving it behind", task.get_name())
+    def state(self) -> dict[str, Any]:
+        """What the heartbeat publishes (stats) and writes for the probe (health)."""
+        waiting = self.guard.waiting_for or ("site" if self.waiting_limiter else "")
+        return {
+            "in_flight": len(self.in_flight),
+            "queued_locally": self.local.qsize(),
+            "unsettled": self.settler.unsettled,
+            "pages_done": self.pages_done,
+            "progress_ts": max(self.progress_ts, self.settler.last_settled),
+            "waiting": waiting,
+        }
 
 
 def _merge(outcome: Outcome, page: PageResult) -> None:
@@ -404,14 +334,3 @@ def _merge(outcome: Outcome, page: PageResult) -> None:
     delta.short_code = more.short_code or delta.short_code
     if delta.expected is None:
         delta.expected = more.expected
-
-
-def _record(task: Task, consumer: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "task": orjson.dumps(task.to_dict()).decode(),
-        "fingerprint": task.fingerprint,
-        "consumer": consumer,
-        "first_seen_ms": task.first_seen_ms,
-        "failed_at_ms": now_ms(),
-        **extra,
-    }

@@ -1,8 +1,15 @@
-"""Liveness, twice: a field in Redis for `scraper stats`, a local file for the probe.
+"""Liveness, twice: a field in Redis for `scraper stats` and takeovers, a local file for the probe.
 
 The local file is what `scraper health` (the Kubernetes exec probe) reads:
 a worker whose Redis is briefly away is still alive and must not be killed
-for it, so the file is touched whatever Redis does.
+for it, so the file is written whatever Redis does. It holds the process's
+state (pid, pages held unsettled, when it last made progress, what it waits
+for) so the probe can tell a wedged process from a waiting one
+(``workers.health``).
+
+The Redis record is what other consumers read before a takeover
+(``workers.leases``): a heartbeat older than ``dead_after_s`` proves its
+consumer dead.
 """
 
 from __future__ import annotations
@@ -19,16 +26,27 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from scraper.keys import CONSUMER_GROUP, TargetKeys
+from workers.health import process_start
 
 log = logging.getLogger(__name__)
 
 
-def consumer_name(index: int) -> str:
-    """Unique per pod and process: ``<hostname>-<pid>-<child index>``."""
-    return f"{socket.gethostname()}-{os.getpid()}-{index}"
+def consumer_name(index: int, run_id: str = "") -> str:
+    """Unique per pod, supervisor start and process: ``<hostname>[-<run id>]-<pid>-<child index>``.
+
+    A restarted container has the same host name and, in a fresh PID
+    namespace, the same pids: without the run id its consumers would inherit
+    the pending entries of the dead ones as if they held them.
+    """
+    return child_consumer_name(socket.gethostname(), run_id, os.getpid(), index)
+
+
+def child_consumer_name(host: str, run_id: str, pid: int, index: int) -> str:
+    """The name a child with this pid chose (the supervisor marks it dead)."""
+    return f"{host}-{run_id}-{pid}-{index}" if run_id else f"{host}-{pid}-{index}"
 
 
 class Heartbeat:
@@ -39,48 +57,65 @@ class Heartbeat:
         self.interval_s = interval_s
         self.directory = directory
         self.file = directory / f"{name}.beat"
+        self.start = process_start(os.getpid())  # tells a reused pid apart (workers.health)
 
-    def touch_file(self) -> None:
+    def write_file(self, state: dict[str, Any]) -> None:
+        record = {"name": self.name, "pid": os.getpid(), "start": self.start, "ts": time.time(), **state}
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self.file.touch()
+            # Write then rename: the probe never reads a half-written file.
+            partial = self.file.with_suffix(".tmp")
+            partial.write_bytes(orjson.dumps(record))
+            partial.replace(self.file)
         except OSError as exc:  # a read-only /tmp must not stop the crawl
             log.debug("heartbeat file %s: %s", self.file, exc)
 
     async def beat(self, state: dict[str, Any]) -> None:
-        self.touch_file()
+        self.write_file(state)
         record = {"host": socket.gethostname(), "pid": os.getpid(), "ts": time.time(), **state}
         await self.redis.hset(self.keys.consumers, self.name, orjson.dumps(record))
 
-    async def run(self, state: Callable[[], dict[str, Any]], stopping: asyncio.Event) -> None:
+    async def run(self, state: Callable[[], dict[str, Any]], on_ok: Callable[[], None] | None = None) -> None:
         while True:
             try:
-                await self.beat(state())
-            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError):
-                self.touch_file()  # alive, only Redis is away
+                # Bounded: a Redis that hangs (no reply, no reset) must not stop
+                # the file, or the probe would kill a process that only waits.
+                await asyncio.wait_for(self.beat(state()), timeout=max(self.interval_s, 1.0) * 2)
+                if on_ok is not None:
+                    on_ok()
+            except TimeoutError:
+                self.write_file({**state(), "waiting": "redis"})
+            except (OSError, RedisError):
+                # Alive, only Redis is away or refuses writes: the file says so.
+                # (A bug-class error shows up in the settle or claim path.)
+                self.write_file(state())
             await asyncio.sleep(self.interval_s)
 
     async def remove(self) -> None:
+        """A clean exit: no heartbeat, and no ghost member of the group (issue 16)."""
         with contextlib.suppress(OSError):
             self.file.unlink(missing_ok=True)
         await self.redis.hdel(self.keys.consumers, self.name)
-
-
-def fresh_heartbeats(directory: Path, max_age_s: float) -> list[Path]:
-    """Heartbeat files touched within ``max_age_s``: what `scraper health` checks."""
-    now = time.time()
-    try:
-        files = list(directory.glob("*.beat"))
-    except OSError:
-        return []
-    fresh = []
-    for path in files:
         try:
-            if now - path.stat().st_mtime <= max_age_s:
-                fresh.append(path)
-        except FileNotFoundError:
-            continue
-    return fresh
+            members = await self.redis.xinfo_consumers(self.keys.tasks, CONSUMER_GROUP)
+        except ResponseError:
+            return  # no stream or group (a reset): nothing to forget
+        for member in members:
+            name = member["name"].decode() if isinstance(member["name"], bytes) else str(member["name"])
+            # Only with nothing pending: DELCONSUMER drops a member's pending entries.
+            if name == self.name and int(member["pending"]) == 0:
+                await self.redis.xgroup_delconsumer(self.keys.tasks, CONSUMER_GROUP, self.name)
+
+    async def mark_dead(self) -> None:
+        """Tell the other consumers to take our entries over now, not after dead_after_s."""
+        with contextlib.suppress(OSError):
+            self.file.unlink(missing_ok=True)
+        await mark_dead(self.redis, self.keys, self.name)
+
+
+async def mark_dead(client: aioredis.Redis, keys: TargetKeys, name: str) -> None:
+    record = {"host": socket.gethostname(), "ts": time.time(), "dead": True}
+    await client.hset(keys.consumers, name, orjson.dumps(record))
 
 
 async def prune_consumers(
@@ -107,3 +142,20 @@ async def prune_consumers(
             await client.hdel(keys.consumers, name)
             removed.append(name)
     return removed
+
+
+def fresh_heartbeats(directory: Path, max_age_s: float) -> list[Path]:
+    """Heartbeat files written within ``max_age_s`` (``workers.health`` judges them)."""
+    now = time.time()
+    try:
+        files = list(directory.glob("*.beat"))
+    except OSError:
+        return []
+    fresh = []
+    for path in files:
+        try:
+            if now - path.stat().st_mtime <= max_age_s:
+                fresh.append(path)
+        except FileNotFoundError:
+            continue
+    return fresh

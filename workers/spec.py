@@ -17,6 +17,7 @@ class ChildSpec:
     redis_url: str
     burst: bool
     metrics_dir: str | None = None
+    run_id: str = ""  # random per supervisor start: consumer names never repeat across restarts
 
 
 async def run_child(spec: ChildSpec, index: int) -> None:

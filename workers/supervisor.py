@@ -4,14 +4,23 @@ Children are aiomultiprocess processes with ``loop_initializer=
 uvloop.new_event_loop``. SIGTERM (Kubernetes scale-down) and SIGINT reach the
 supervisor (PID 1 under tini); it forwards SIGTERM to every child, which stops
 claiming, finishes or hands back its in-flight pages, flushes, acknowledges
-and exits 0. A second SIGINT kills the children at once.
+and exits 0. A second SIGINT tells the children to hand back their in-flight
+pages at once (nothing stays pending); one still alive 5 s later is killed.
+
+A child that dies (kill -9, a bug) is marked dead in Redis so the other
+consumers take its pages over at once, then started again. A child that
+cannot write its output exits with ``EXIT_OUTPUT``: the supervisor stops the
+others (they hand back what they hold) and exits 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import signal
+import socket
 import tempfile
 import time
 from collections import deque
@@ -22,6 +31,9 @@ import aiomultiprocess
 import uvloop
 
 from scraper.errors import RuntimeFailure
+from scraper.keys import TargetKeys
+from workers.exits import EXIT_OUTPUT
+from workers.heartbeat import child_consumer_name
 from workers.spec import ChildSpec, run_child
 from workers.startup import WorkerProcess  # forked from a warm forkserver (issue 15)
 
@@ -70,6 +82,7 @@ class Supervisor:
     deaths: deque[float] = field(default_factory=deque)
     stopping: bool = False
     forced: bool = False
+    interrupts: int = 0
 
     def _start(self, index: int, restarts: int = 0) -> Slot:
         process = WorkerProcess(
@@ -84,12 +97,20 @@ class Supervisor:
         return slot
 
     def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGINT:
+            self.interrupts += 1
         if self.stopping and signum == signal.SIGINT:
-            log.warning("second interrupt: killing workers now")
             self.forced = True
+            if self.interrupts > 2:
+                return  # already handing back; the kill timer covers a child that hangs
+            # The terminal's SIGINT reached the children too; SIGTERM makes sure
+            # each counts a second stop: hand back in-flight pages and exit now.
+            # Children still alive after the margin are killed.
+            log.warning("second interrupt: handing back in-flight pages now")
             for slot in self.slots.values():
                 if slot.process.is_alive():
-                    slot.process.kill()
+                    slot.process.terminate()
+            asyncio.get_running_loop().call_later(_KILL_MARGIN_S, self._kill_stragglers)
             return
         if not self.stopping:
             log.info(
@@ -97,7 +118,6 @@ class Supervisor:
                 signal.Signals(signum).name,
                 self.spec.settings.worker.drain_timeout_s,
             )
-        if not self.stopping:
             # Children that outlive their drain deadline (a hung page, a stuck
             # flush) are killed: their pages stay pending for other consumers.
             grace = self.spec.settings.worker.drain_timeout_s + _KILL_MARGIN_S
@@ -124,8 +144,16 @@ class Supervisor:
                 code = slot.process.exitcode
                 self._forget_metrics(slot)
                 del self.slots[slot.index]
+                if code == EXIT_OUTPUT:
+                    self._stop_all()
+                    await asyncio.gather(*waiting, return_exceptions=True)
+                    raise RuntimeFailure(
+                        f"worker {slot.index} could not write its output (see the line above): "
+                        "every unsettled page was handed back; fix the output and run again"
+                    )
                 if code == 0 or self.stopping:
                     continue
+                await self._mark_dead(slot)
                 self.deaths.append(time.monotonic())
                 while self.deaths and time.monotonic() - self.deaths[0] > worker.restart_window_s:
                     self.deaths.popleft()
@@ -143,7 +171,31 @@ class Supervisor:
                     continue
                 new = self._start(slot.index, slot.restarts + 1)
                 waiting[asyncio.create_task(_exited(new.process))] = new
-        return 1 if self.forced else 0
+        if self.forced:
+            # Interrupted twice: we exit now, with every page handed back. Yet
+            # more Ctrl-Cs must not kill the process half-way through its exit.
+            loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            return 1
+        return 0
+
+    async def _mark_dead(self, slot: Slot) -> None:
+        """Its heartbeat would prove it dead only after dead_after_s: say so now."""
+        if slot.process.pid is None:
+            return
+        from redis.asyncio import Redis  # noqa: PLC0415
+
+        from workers.heartbeat import mark_dead  # noqa: PLC0415
+
+        settings = self.spec.settings
+        keys = TargetKeys(settings.target.name, settings.redis.key_prefix)
+        name = child_consumer_name(socket.gethostname(), self.spec.run_id, slot.process.pid, slot.index)
+        client = Redis.from_url(self.spec.redis_url, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            with contextlib.suppress(Exception):  # best effort: the heartbeat rule still applies
+                await mark_dead(client, keys, name)
+        finally:
+            await client.aclose()
 
     def _kill_stragglers(self) -> None:
         for slot in self.slots.values():
@@ -191,6 +243,7 @@ async def supervise(spec: ChildSpec, processes: int) -> int:
     """Run N children to completion (burst) or until a signal; returns the exit code."""
     port = spec.settings.worker.metrics_port
     runner = None
+    spec = replace(spec, run_id=secrets.token_hex(3))
     with tempfile.TemporaryDirectory(prefix="scraper-metrics-") as metrics_dir:
         if port:
             spec = replace(spec, metrics_dir=metrics_dir)

@@ -64,7 +64,10 @@ def work_flags(parser: argparse.ArgumentParser) -> None:
         "--force", action="store_true", dest="force_processes", help="allow more than 4 processes per CPU core"
     )
     parser.add_argument("--concurrency", type=int, help="consumer coroutines per process (default 128)")
-    parser.add_argument("--output-dir", help="where shards go: DIR/<target>/<host>-<pid>-<n>.jsonl (default: output)")
+    parser.add_argument(
+        "--output-dir",
+        help="where shards go: DIR/<target>/<host>-<pid>-<start ms>-<random>-<n>.jsonl (default: output)",
+    )
     parser.add_argument("--base-url", help="the site's base URL (default from the target's TOML)")
     parser.add_argument(
         "--rate-limit", type=float, help="requests/s to the host, all processes and pods together; 0 = none"
