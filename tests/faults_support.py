@@ -13,6 +13,9 @@ import orjson
 from scraper.simulator.corpus import Corpus
 from tests.helpers import cli_env, coordinate, simulator
 
+# The simulator plays the real service (issue 10): logged in only with its session, which the crawler sends.
+SESSION = "faults-session"
+
 
 @dataclass
 class Crawl:
@@ -28,16 +31,22 @@ class Crawl:
         stats = orjson.loads(urllib.request.urlopen(f"{self.base_url}/_sim/stats", timeout=5).read())
         return int(stats["requests"])
 
+    def page_requests(self) -> int:
+        """Requests for comment pages only (not the WBI keys or the device cookie)."""
+        stats = orjson.loads(urllib.request.urlopen(f"{self.base_url}/_sim/stats", timeout=5).read())
+        pages = ("/x/v2/reply", "/x/v2/reply/wbi/main", "/x/v2/reply/reply")
+        return sum(int(v["requests"]) for path, v in stats["by_endpoint"].items() if path in pages)
+
 
 @contextmanager
 def crawl(tmp_path: Path, redis_url: str, *, seed: int, videos: int, comments: int, sim: tuple[str, ...] = ()
           ) -> Iterator[Crawl]:  # fmt: skip
     """A simulator with a known corpus, its videos enqueued by the coordinator."""
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
     video_file = tmp_path / "videos.txt"
     common = ["--target", "video-list", "--redis-url", redis_url]
-    args = ["--seed", str(seed), "--videos", str(videos), "--comments", str(comments), "--write-videos"]
+    args = ["--session", SESSION, "--seed", str(seed), "--videos", str(videos), "--comments", str(comments), "--write-videos"]
     with simulator(env, *args, str(video_file), *sim) as base_url:
         corpus = Corpus.generate(seed=seed, videos=videos, comments=comments)
         coordinate(env, common, video_file, base_url)
-        yield Crawl(env, common, tmp_path / "out", base_url, corpus.expected_rpids(), redis_url)
+        yield Crawl(env, common, tmp_path / "out", base_url, corpus.all_rpids(), redis_url)

@@ -22,10 +22,12 @@ def test_rate_limit_below_claim_capacity_fetches_each_page_once(tmp_path: Path, 
             timeout=400,
         )  # fmt: skip
         assert work.returncode == 0, work.stderr
-        requests = c.sim_requests()
+        requests = c.page_requests()
     final = stats_json(redis_url, c.env)
-    pages = final["pages_known"]
-    duplicates = requests - pages  # no faults: every request beyond one per page is a duplicate
+    # Every page settled once: those with comments (cursor pages followed inline included) and
+    # those that do not exist (closed, deleted). No faults: any request beyond them is a duplicate.
+    pages = final["pages_done"] + sum(final["final"].values())
+    duplicates = requests - pages
     print(f"rate-limited crawl: {pages} pages, {requests} requests, {duplicates} duplicate fetches")
     assert pages > 600
     assert 0 <= duplicates < pages / 100
