@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 
 from scraper.simulator.corpus import Corpus
 from scraper.simulator.model import PREVIEW_SIZE, SimVideo
@@ -208,3 +209,32 @@ def test_refresh_flags_are_checked(tmp_path: Path, redis_url: str) -> None:
         ["coordinate", "--target", "video-list", "--redis-url", redis_url, "--videos", str(videos), "--deep"], env
     )
     assert result.returncode == 2 and "--deep only makes sense with --refresh" in result.stderr
+
+
+def test_what_a_refresh_keeps_in_redis_stays_within_16_bytes_a_page(tmp_path: Path, redis_url: str) -> None:
+    """Issue 13's budget with the refresh's own data (watermark, per-thread rcounts) at rest."""
+    corpus = Corpus.generate(seed=31, videos=30, comments=60_000)
+    ok = _ok(corpus)
+    busy = max(ok, key=lambda v: v.roots)
+    threads = sum(len(corpus.threads(video)) for video in corpus.videos)  # before the growth
+    with served(corpus, SimulatorOptions(session=SESSION)) as sim:
+        crawl = Crawl(tmp_path, redis_url, sim.url)
+        videos = _list(tmp_path / "v.txt", corpus.videos)
+        assert crawl.coordinate(videos).returncode == 0
+        crawl.work()
+        _grow(sim.url, {"videos": {str(busy.aid): {"roots": 30, "replies": {str(corpus.list_rpid(busy, 0)): 30}}}})
+        assert crawl.coordinate(videos, "--refresh").returncode == 0
+        crawl.work()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        pages = int(client.hget("scraper:{video-list}:stats", "pages_done") or 0)
+        sizes = {key.decode(): int(client.memory_usage(key, samples=0) or 0) for key in client.scan_iter(count=1000)}
+        rcounts = [client.strlen(key) for key in client.scan_iter(match="scraper:{video-list}:rcounts:*")]
+    finally:
+        client.close()
+    assert pages > 3_000
+    fixed = (":rate", ":stats", ":meta", ":consumers")
+    growing = {k: v for k, v in sizes.items() if not k.endswith(fixed) and ":ratelimit:" not in k}
+    per_page = sum(growing.values()) / pages
+    assert per_page <= 16, f"{per_page:.1f} B per page over {pages} pages"
+    assert sum(rcounts) == 12 * (threads + 1)  # 12 packed bytes per thread fetched, and one for the grown one
