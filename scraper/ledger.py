@@ -17,6 +17,8 @@ transaction as the pages it describes (scraper.settle):
 ``gone``       replies announced under roots since deleted (kept out of ``expected``)
 ``top``        the newest rpid written so far
 ``wm``         the watermark: ``top`` when the video last ended complete (refresh starts there)
+``wm_n``       ``fetched`` at that moment (a refresh starts counting from it)
+``wm_gap``     ``expected - fetched`` at that moment (the only shortfall a refresh may end with)
 ``since``      the watermark the running refresh started from (gone when it ends)
 ``slack``      a running refresh's tolerance: the shortfall its last complete crawl ended with
 ``rf``         a refresh is running ("0" plain, "1" deep); gone when it ends

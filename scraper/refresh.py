@@ -52,12 +52,14 @@ for i = 3, #ARGV, 5 do
   local task
   if wm then
     task = string.gsub(ARGV[i + 4], '"since":%-1', '"since":' .. wm)
-    -- the shortfall the last complete crawl was allowed (complete_ratio) and no more:
-    -- every comment the service announces beyond it must be found again
-    local e = tonumber(redis.call('HGET', L, 'expected') or '0')
-    local slack = math.max(e - tonumber(redis.call('HGET', L, 'fetched') or '0'), 0)
+    -- back to what was known at the watermark (a refresh that fell short may have counted
+    -- comments above it already); the shortfall the last complete crawl was allowed
+    -- (complete_ratio) and no more: every comment announced beyond it must be found
+    local n = redis.call('HGET', L, 'wm_n') or redis.call('HGET', L, 'fetched') or '0'
+    local slack = redis.call('HGET', L, 'wm_gap') or '0'
     redis.call('HDEL', L, 'expected', 'reason', 'detail', 'end', 'final')
-    redis.call('HSET', L, 'open', 1, 'status', 'pending', 'new', 0, 'since', wm, 'rf', deep, 'slack', slack)
+    redis.call('HSET', L, 'open', 1, 'status', 'pending', 'new', 0, 'since', wm, 'rf', deep, 'slack', slack,
+               'fetched', n)
     refreshed = refreshed + 1
   else
     -- never complete: start again from nothing (what was written stays in the shards)

@@ -191,8 +191,9 @@ local function finish(L)
     else
       redis.call('HSET', L, 'status', 'complete')
       -- only a complete crawl moves the watermark: a refresh that fell short starts again from the old one
+      -- with what was known at it: a refresh that falls short starts again from here, counting afresh
       local top = redis.call('HGET', L, 'top')
-      if top then redis.call('HSET', L, 'wm', top) end
+      if top then redis.call('HSET', L, 'wm', top, 'wm_n', n, 'wm_gap', math.max(e - n, 0)) end
     end
   end
   if redis.call('HDEL', L, 'rf') == 1 then redis.call('HSET', L, 'refreshed_at', redis.call('TIME')[1]) end

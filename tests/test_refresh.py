@@ -172,9 +172,14 @@ def test_deep_refresh_finds_new_replies_to_old_comments(tmp_path: Path, redis_ur
         videos = _list(tmp_path / "v.txt", ok)
         assert crawl.coordinate(videos).returncode == 0
         crawl.work()
+        known = crawl.report()[1][video.bvid]["fetched"]
         added = _grow(
             sim.url,
-            {"videos": {str(video.aid): {"replies": {str(old): 5, str(corpus.list_rpid(video, small)): 4}}}},
+            {
+                "videos": {
+                    str(video.aid): {"roots": 3, "replies": {str(old): 5, str(corpus.list_rpid(video, small)): 4}}
+                }
+            },
         )
         new = set(added["rpids"])
         assert crawl.coordinate(videos, "--refresh").returncode == 0
@@ -183,7 +188,10 @@ def test_deep_refresh_finds_new_replies_to_old_comments(tmp_path: Path, redis_ur
         # a plain refresh stops at the watermark: it does not see old threads, and says so
         assert code == 3
         assert rows[video.bvid]["status"] == "incomplete" and "--deep" in rows[video.bvid]["reason"]
-        assert not new & {r["rpid"] for r in crawl.export()}
+        assert rows[video.bvid]["new"] == 3 and rows[video.bvid]["fetched"] == known + 3
+        assert new - {r["rpid"] for r in crawl.export()} == set(added["rpids"]) - set(
+            added["videos"][str(video.aid)]["roots"]
+        )
         threads_before = endpoint_requests(sim, THREAD)
         cursor_before = endpoint_requests(sim, CURSOR)
         assert crawl.coordinate(videos, "--refresh", "--deep").returncode == 0
@@ -192,11 +200,12 @@ def test_deep_refresh_finds_new_replies_to_old_comments(tmp_path: Path, redis_ur
         cursor_pages = endpoint_requests(sim, CURSOR) - cursor_before
     code, rows, text = crawl.report()
     assert code == 0, text
-    assert rows[video.bvid]["new"] == 9
+    # counted from the watermark again: the 3 roots the plain refresh found are not counted twice
+    assert rows[video.bvid]["new"] == 12 and rows[video.bvid]["fetched"] == known + 12
     rpids = [r["rpid"] for r in crawl.export()]
     assert len(rpids) == len(set(rpids)) and set(rpids) == set().union(*(corpus.video_rpids(v) for v in ok))
     # every root page again, but only the grown threads: the old one past its known replies, the small one once
-    assert cursor_pages == sum(max(1, -(-v.roots // 20)) for v in ok)
+    assert cursor_pages == sum(max(1, -(-corpus.list_len(v) // 20)) for v in ok)
     before = video.rcounts[old_position]
     assert thread_pages == -(-(before + 5) // 20) - before // 20 + 1
 
