@@ -253,3 +253,9 @@ def test_what_a_refresh_keeps_in_redis_stays_within_16_bytes_a_page(tmp_path: Pa
     per_page = sum(growing.values()) / pages
     assert per_page <= 16, f"{per_page:.1f} B per page over {pages} pages"
     assert sum(rcounts) == 12 * (threads + 1)  # 12 packed bytes per thread fetched, and one for the grown one
+    assert run_cli(["reset", *crawl.common], crawl.env).returncode == 0
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert not list(client.scan_iter(match="scraper:{video-list}:*"))  # reset leaves nothing of the target
+    finally:
+        client.close()
