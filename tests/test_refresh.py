@@ -259,3 +259,23 @@ def test_what_a_refresh_keeps_in_redis_stays_within_16_bytes_a_page(tmp_path: Pa
         assert not list(client.scan_iter(match="scraper:{video-list}:*"))  # reset leaves nothing of the target
     finally:
         client.close()
+
+
+def test_run_refresh_in_one_command(tmp_path: Path, redis_url: str) -> None:
+    corpus = Corpus.generate(seed=5, videos=3, comments=1500)
+    ok = _ok(corpus)
+    video = ok[0]
+    output = tmp_path / "all.jsonl"
+    with served(corpus, SimulatorOptions(session=SESSION)) as sim:
+        crawl = Crawl(tmp_path, redis_url, sim.url)
+        crawl.env["SCRAPER_TARGET_BASE_URL"] = sim.url
+        args = ["run", *crawl.common, "--videos", str(_list(tmp_path / "v.txt", ok)), "--simulate", "never"]
+        args += ["--processes", "1", "--rate-limit", "0", "--output-dir", str(crawl.out), "--output", str(output)]
+        first = run_cli(args, crawl.env, timeout=180)
+        assert first.returncode == 0, first.stderr
+        added = _grow(sim.url, {"videos": {str(video.aid): {"roots": 4}}})
+        refreshed = run_cli([*args, "--refresh"], crawl.env, timeout=180)
+    assert refreshed.returncode == 0, refreshed.stderr
+    rpids = {orjson.loads(line)["rpid"] for line in output.read_bytes().splitlines() if line}
+    assert set(added["rpids"]) <= rpids and rpids == set().union(*(corpus.video_rpids(v) for v in ok))
+    assert crawl.report()[1][video.bvid]["new"] == 4
