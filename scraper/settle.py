@@ -22,7 +22,8 @@ travel in ``threads`` because that is the list a chain fetched inline merges):
   are not new) and the newest rpid on the page (the next watermark);
 - ``(root, rcount, -page_size)``: an old root seen by a refresh: the script
   compares ``rcount`` with the one stored when the thread was last fetched
-  (``<prefix>:{T}:rcounts:<aid>``, 12 packed bytes per thread) and enqueues
+  (``<prefix>:{T}:rcounts:<aid>``, 12 packed bytes per thread, the KEYS entry
+  right after the video's ledger) and enqueues
   only the thread pages past the known replies when it grew (threads are
   oldest first, so new replies are at the end).
 """
@@ -124,7 +125,7 @@ def _flat(record: dict[str, Any]) -> list[str]:
     return out
 
 
-# KEYS: tasks, delayed, dead, final, stats, ledger hashes...
+# KEYS: tasks, delayed, dead, final, stats, then per video its ledger hash and its rcounts string.
 # ARGV: group, task field, complete ratio, then one JSON outcome per entry.
 # Returns {entries applied, pages done, comments} of this call.
 SETTLE_LUA = """
@@ -134,8 +135,10 @@ local applied, pages, comments = 0, 0, 0
 local RC = '<i8I4'  -- a thread's root rpid and the rcount its pages were fetched for: 12 bytes
 local known_rc = {}  -- rcounts key -> {root -> largest stored rcount}, read once per call
 
+local rc_of = {}  -- ledger key -> its video's rcounts key (the KEYS entry after it)
+
 local function rcounts(L)
-  local R = (L:gsub(':video:(%d+)$', ':rcounts:%1'))  -- same hash tag, same slot as L
+  local R = rc_of[L]
   if not known_rc[R] then
     local map, s = {}, redis.call('GET', R)
     if s then
@@ -273,7 +276,10 @@ for i = 4, #ARGV do
       comments = comments + (o.c.comments or 0)
     end
     -- a page of a video nobody seeded (or reset meanwhile) keeps no ledger
-    if o.v > 0 and redis.call('EXISTS', KEYS[o.v]) == 1 then ledger(KEYS[o.v], o) end
+    if o.v > 0 and redis.call('EXISTS', KEYS[o.v]) == 1 then
+      rc_of[KEYS[o.v]] = KEYS[o.v + 1]
+      ledger(KEYS[o.v], o)
+    end
     redis.call('XDEL', tasks, o.id)
   end
 end
