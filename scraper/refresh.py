@@ -36,8 +36,6 @@ from scraper.keys import TASK_FIELD, TargetKeys
 from scraper.queue_counts import read_counts
 from scraper.tasks import Task
 
-REFUSED_EXIT = 2  # a UserError: the one line says what is still running
-
 # KEYS: videos (zset), tasks, stats, then (ledger hash, rcounts string) per video.
 # ARGV: task field, deep flag, then (position, oid, bvid, full task, refresh task) per video;
 # the refresh task carries "since":-1, replaced here by the video's watermark.
@@ -82,6 +80,7 @@ class RefreshSeeded:
 
 
 async def refuse_if_running(client: aioredis.Redis, keys: TargetKeys) -> None:
+    """A UserError (one line, exit 2) while anything of the target is queued, in flight or delayed."""
     counts = await read_counts(client, keys)
     if counts.queued or counts.in_flight or counts.delayed:
         raise UserError(
