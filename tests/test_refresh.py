@@ -146,6 +146,8 @@ def test_refresh_fetches_what_is_new_and_exports_each_comment_once(tmp_path: Pat
 
     stats = stats_json(redis_url, crawl.env)  # the refresh's progress, counted from its start
     assert stats["mode"] == "refresh" and stats["done"] and stats["pages_remaining"] == 0
+    shown = run_cli(["stats", *crawl.common], crawl.env).stdout
+    assert "target video-list  refresh  (done)" in shown and f"of {stats['pages_known']} known" in shown
 
     def spent(path: str) -> int:
         return int(after.get(path, {}).get("requests", 0)) - int(before.get(path, {}).get("requests", 0))
