@@ -3,7 +3,8 @@
 Workers fan out the rest (next cursor pages, sub-reply pages) as they parse
 each page, so the coordinator's work is small and idempotent: a video whose
 completeness ledger exists was seeded before, and a second run enqueues
-nothing for it.
+nothing for it. ``refresh=True`` seeds every video again from its watermark
+(only what is new since its last complete crawl: scraper.refresh).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import redis.asyncio as aioredis
 
 from scraper.keys import TargetKeys
 from scraper.queue import TaskQueue
+from scraper.refresh import refuse_if_running, seed_refresh
 from scraper.settings import Settings
+from scraper.stats import mark_new_crawl
 from scraper.targets import load_adapter
 from scraper.videos import VideoList, read_video_list
 
@@ -26,6 +29,7 @@ class CoordinateSummary:
     lines: int
     duplicates: int
     enqueued: int
+    refreshed: int = 0  # videos seeded from their watermark (the rest of ``enqueued`` crawl in full)
 
 
 def load_videos(settings: Settings) -> VideoList:
@@ -33,14 +37,24 @@ def load_videos(settings: Settings) -> VideoList:
     return read_video_list(settings.resolve(settings.target.videos))
 
 
-async def coordinate(client: aioredis.Redis, settings: Settings, videos: VideoList) -> CoordinateSummary:
+async def coordinate(
+    client: aioredis.Redis, settings: Settings, videos: VideoList, *, refresh: bool = False, deep: bool = False
+) -> CoordinateSummary:
+    """Seed the list; ``refresh`` raises UserError (exit 2) while a crawl of the target runs."""
     keys = TargetKeys(settings.target.name, settings.redis.key_prefix)
     queue = TaskQueue(client, keys)
     await queue.ensure_group()
     now = int(time.time() * 1000)
     tasks = [replace(task, first_seen_ms=now) for task in load_adapter(settings.target).seed_tasks(videos.videos)]
-    enqueued = await queue.seed([(task, task.bvid) for task in tasks])
-    await client.hsetnx(keys.meta, "started_at", time.time())
+    refreshed = 0
+    if refresh:
+        await refuse_if_running(client, keys)
+        await mark_new_crawl(client, keys, "deep refresh" if deep else "refresh")
+        seeded = await seed_refresh(client, keys, tasks, deep=deep)
+        enqueued, refreshed = seeded.full + seeded.refreshed, seeded.refreshed
+    else:
+        enqueued = await queue.seed([(task, task.bvid) for task in tasks])
+        await client.hsetnx(keys.meta, "started_at", time.time())
     await client.hset(
         keys.meta,
         mapping={
@@ -50,5 +64,9 @@ async def coordinate(client: aioredis.Redis, settings: Settings, videos: VideoLi
         },
     )
     return CoordinateSummary(
-        videos=len(videos.videos), lines=videos.lines_read, duplicates=videos.duplicates, enqueued=enqueued
+        videos=len(videos.videos),
+        lines=videos.lines_read,
+        duplicates=videos.duplicates,
+        enqueued=enqueued,
+        refreshed=refreshed,
     )

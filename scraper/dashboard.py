@@ -26,7 +26,9 @@ def sparkline(values: list[float]) -> str:
 
 def render_stats(stats: dict[str, Any], history: list[float] | None = None) -> str:
     lines = [
-        f"target {stats['target']}" + ("  (done)" if stats["done"] else ""),
+        f"target {stats['target']}"
+        + (f"  {stats['mode']}" if stats.get("mode", "crawl") != "crawl" else "")  # a refresh counts from its start
+        + ("  (done)" if stats["done"] else ""),
         f"  queue     queued {stats['queued']}  in flight {stats['in_flight']}  "
         f"delayed {stats['delayed']}  dead {stats['dead']}",
         f"  progress  pages {stats['pages_done']} done of {stats['pages_known']} known  "

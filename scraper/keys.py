@@ -44,6 +44,14 @@ class TargetKeys:
         """SCAN pattern matching every ledger hash of the target."""
         return self._key("video:*")
 
+    def rcounts(self, oid: int) -> str:
+        """String: per thread of the video, its root rpid and last fetched rcount, 12 packed bytes (refresh)."""
+        return self._key(f"rcounts:{oid}")
+
+    @property
+    def rcounts_pattern(self) -> str:
+        return self._key("rcounts:*")
+
     @property
     def wbi(self) -> str:
         """Hash: the WBI keys shared by every process (img_key, sub_key, version, fetched_at)."""

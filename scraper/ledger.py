@@ -14,6 +14,16 @@ transaction as the pages it describes (scraper.settle):
 ``detail``     what exactly (a page, a thread: "thread 123: 20 of 57 replies")
 ``end``        reason code to use if the root list ended short (login / short)
 ``final``      closed / deleted, once a root page said so
+``gone``       replies announced under roots since deleted (kept out of ``expected``)
+``top``        the newest rpid written so far
+``wm``         the watermark: ``top`` when the video last ended complete (refresh starts there)
+``wm_n``       ``fetched`` at that moment (a refresh starts counting from it)
+``wm_gap``     ``expected - fetched`` at that moment (the only shortfall a refresh may end with)
+``since``      the watermark the running refresh started from (gone when it ends)
+``slack``      a running refresh's tolerance: the shortfall its last complete crawl ended with
+``rf``         a refresh is running ("0" plain, "1" deep); gone when it ends
+``refreshed_at`` when the last refresh of the video ended (unix seconds)
+``new``        comments the last refresh found (rpid above its watermark)
 ``t:<root>:e`` a thread's rcount      } only while the thread has open pages:
 ``t:<root>:g`` replies fetched         } deleted when its last page settles
 ``t:<root>:o`` the thread's open pages }
@@ -42,6 +52,8 @@ REASONS = {
     "depth_cap": "legacy paging depth reached: {fetched:,} of {expected:,} comments ({detail})",
     "dead": "a page failed for good: {fetched:,} of {expected:,} comments ({detail})",
     "unavailable": "a page is unavailable: {fetched:,} of {expected:,} comments ({detail})",
+    "refresh": "{fetched:,} of {expected:,} comments known after the refresh: the rest are likely "
+    "replies to older comments (refresh with --deep)",
 }
 
 
@@ -84,6 +96,8 @@ class VideoState:
     expected: int | None
     fetched: int
     reason: str  # human sentence, "" when complete
+    refreshed_at: int | None = None  # unix seconds the last refresh ended; None: never refreshed
+    new: int | None = None  # comments the last refresh found
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +107,8 @@ class VideoState:
             "expected": self.expected,
             "fetched": self.fetched,
             "reason": self.reason,
+            "refreshed_at": self.refreshed_at,
+            "new": self.new,
         }
 
 
@@ -106,7 +122,7 @@ def reason_text(code: str, detail: str, expected: int | None, fetched: int) -> s
 async def read_videos(client: aioredis.Redis, keys: TargetKeys) -> list[VideoState]:
     """Every video of the list, in list order, with its ledger."""
     oids = [int(m) for m in await client.zrange(keys.videos, 0, -1)]
-    fields = ("bvid", "status", "expected", "fetched", "reason", "detail")
+    fields = ("bvid", "status", "expected", "fetched", "reason", "detail", "refreshed_at", "new")
     states: list[VideoState] = []
     chunk = 500
     for start in range(0, len(oids), chunk):
@@ -115,7 +131,9 @@ async def read_videos(client: aioredis.Redis, keys: TargetKeys) -> list[VideoSta
         for oid in part:
             pipe.hmget(keys.video(oid), fields)
         for oid, values in zip(part, await pipe.execute(), strict=True):
-            bvid, status, expected, fetched, code, detail = (v.decode() if v is not None else None for v in values)
+            bvid, status, expected, fetched, code, detail, refreshed, new = (
+                v.decode() if v is not None else None for v in values
+            )
             exp = int(expected) if expected is not None else None
             got = int(fetched or 0)
             state = status or "pending"
@@ -124,7 +142,18 @@ async def read_videos(client: aioredis.Redis, keys: TargetKeys) -> list[VideoSta
                 reason = reason_text(code or "short", detail or "", exp, got)
             elif state == "pending" and code:
                 reason = "still crawling; so far: " + reason_text(code, detail or "", exp, got)
-            states.append(VideoState(oid, bvid or "", state, exp, got, reason))
+            states.append(
+                VideoState(
+                    oid,
+                    bvid or "",
+                    state,
+                    exp,
+                    got,
+                    reason,
+                    int(refreshed) if refreshed is not None else None,
+                    int(new) if new is not None and refreshed is not None else None,
+                )
+            )
     return states
 
 
@@ -141,14 +170,15 @@ def exit_code(states: list[VideoState]) -> int:
 
 
 async def delete_ledgers(client: aioredis.Redis, keys: TargetKeys) -> int:
-    """Remove every ledger hash of the target (``scraper reset``)."""
+    """Remove every ledger hash of the target, and the thread rcounts refreshes use (``scraper reset``)."""
     deleted = 0
-    batch: list[str] = []
-    async for key in client.scan_iter(match=keys.video_pattern, count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
+    for pattern in (keys.video_pattern, keys.rcounts_pattern):
+        batch: list[str] = []
+        async for key in client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += int(await client.delete(*batch))
+                batch = []
+        if batch:
             deleted += int(await client.delete(*batch))
-            batch = []
-    if batch:
-        deleted += int(await client.delete(*batch))
     return deleted

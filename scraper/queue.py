@@ -175,6 +175,7 @@ class TaskQueue:
                 if oid not in ledger_index:
                     script_keys.append(keys.video(oid))
                     ledger_index[oid] = len(script_keys)  # Lua is 1-based
+                    script_keys.append(keys.rcounts(oid))  # at index + 1: the video's thread rcounts (refresh)
                 outcomes.append(outcome.encode(ledger_index[oid]))
             pipe.eval(
                 SETTLE_LUA,

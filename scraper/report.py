@@ -7,6 +7,7 @@ still pending (``run`` ends with the same summary and code).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -31,10 +32,12 @@ def render_summary(summary: dict[str, int]) -> str:
 
 
 def render_table(states: list[VideoState]) -> str:
-    lines = [f"{'bvid':<14} {'status':<11} {'expected':>9} {'fetched':>9}  reason"]
+    lines = [f"{'bvid':<14} {'status':<11} {'expected':>9} {'fetched':>9} {'refreshed (UTC)':<16} {'new':>6}  reason"]
     for s in states:
         expected = f"{s.expected:,}" if s.expected is not None else "-"
-        lines.append(f"{s.bvid:<14} {s.status:<11} {expected:>9} {s.fetched:>9,}  {s.reason}")
+        refreshed = time.strftime("%Y-%m-%d %H:%M", time.gmtime(s.refreshed_at)) if s.refreshed_at else "never"
+        new = f"{s.new:,}" if s.new is not None else "-"
+        lines.append(f"{s.bvid:<14} {s.status:<11} {expected:>9} {s.fetched:>9,} {refreshed:<16} {new:>6}  {s.reason}")
     return "\n".join(lines)
 
 

@@ -12,6 +12,20 @@ The same script keeps the completeness ledger (``scraper.ledger``) of each
 video in step with its pages: open tasks per video and per thread, comments
 fetched against what the service announced, the first reason a video cannot be
 complete, and the video's status once its last open page settles.
+
+Refresh crawls (``scraper.refresh``) ride on the same entries. Besides the
+threads a page opens, ``LedgerDelta.threads`` carries two kinds of notes (they
+travel in ``threads`` because that is the list a chain fetched inline merges):
+
+- ``(0, known, top)``: a page note: how many of its records were already known
+  before this refresh (rpid <= the task's watermark; they refresh the copy but
+  are not new) and the newest rpid on the page (the next watermark);
+- ``(root, rcount, -page_size)``: an old root seen by a refresh: the script
+  compares ``rcount`` with the one stored when the thread was last fetched
+  (``<prefix>:{T}:rcounts:<aid>``, 12 packed bytes per thread, the KEYS entry
+  right after the video's ledger) and enqueues
+  only the thread pages past the known replies when it grew (threads are
+  oldest first, so new replies are at the end).
 """
 
 from __future__ import annotations
@@ -30,12 +44,23 @@ class LedgerDelta:
     """What a page tells the video's ledger (see scraper.ledger for the fields)."""
 
     expected: int | None = None  # comments the service announces (all_count / acount)
-    threads: list[tuple[int, int, int]] = field(default_factory=list)  # (root, rcount, pages) opened here
+    # (root, rcount, pages) opened here; also page notes and rechecks (see page_note, recheck)
+    threads: list[tuple[int, int, int]] = field(default_factory=list)
     status: str | None = None  # "closed" / "deleted": the video's final status
     reason: tuple[str, str] | None = None  # (code, detail): the video cannot be complete
     short_code: str | None = None  # root chain ended: the reason code if fetched < expected
     thread_code: str = "thread_short"  # reason code if this page's thread ends shorter than its rcount
     thread_gone: bool = False  # the thread's root was deleted: no shortfall to report
+
+
+def page_note(known: int, top: int) -> tuple[int, int, int]:
+    """A page's records already known before this refresh, and its newest rpid."""
+    return (0, known, top)
+
+
+def recheck(root: int, rcount: int, page_size: int) -> tuple[int, int, int]:
+    """An old root seen again: fetch its thread's new pages if ``rcount`` grew."""
+    return (root, rcount, -page_size)
 
 
 @dataclass(slots=True)
@@ -100,44 +125,117 @@ def _flat(record: dict[str, Any]) -> list[str]:
     return out
 
 
-# KEYS: tasks, delayed, dead, final, stats, ledger hashes...
+# KEYS: tasks, delayed, dead, final, stats, then per video its ledger hash and its rcounts string.
 # ARGV: group, task field, complete ratio, then one JSON outcome per entry.
 # Returns {entries applied, pages done, comments} of this call.
 SETTLE_LUA = """
 local tasks, delayed, dead, final, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, tfield, ratio = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local applied, pages, comments = 0, 0, 0
+local RC = '<i8I4'  -- a thread's root rpid and the rcount its pages were fetched for: 12 bytes
+local known_rc = {}  -- rcounts key -> {root -> largest stored rcount}, read once per call
+
+local rc_of = {}  -- ledger key -> its video's rcounts key (the KEYS entry after it)
+
+local function rcounts(L)
+  local R = rc_of[L]
+  if not known_rc[R] then
+    local map, s = {}, redis.call('GET', R)
+    if s then
+      for i = 1, #s - 11, 12 do
+        local root, c = struct.unpack(RC, s, i)
+        if not map[root] or c > map[root] then map[root] = c end
+      end
+    end
+    known_rc[R] = map
+  end
+  return R, known_rc[R]
+end
+
+local function remember(L, root, rcount)
+  local R, map = rcounts(L)
+  redis.call('APPEND', R, struct.pack(RC, root, rcount))
+  map[root] = rcount
+end
+
+local function recheck(L, root, rcount, ps)
+  local _, map = rcounts(L)
+  local known = map[root] or 0
+  if rcount <= known then return 0 end
+  local first, last = math.floor(known / ps) + 1, math.ceil(rcount / ps)
+  local bvid = redis.call('HGET', L, 'bvid') or ''
+  local since = redis.call('HGET', L, 'since') or '0'
+  local oid, r = L:match(':video:(%d+)$'), string.format('%d', root)
+  for p = first, last do
+    redis.call('XADD', tasks, '*', tfield, string.format(
+      '{"kind":"reply","oid":%s,"page":%d,"root":%s,"bvid":"%s","since":%s}', oid, p, r, bvid, since))
+  end
+  local t = 't:' .. r
+  redis.call('HSET', L, t .. ':e', rcount)
+  redis.call('HSETNX', L, t .. ':g', (first - 1) * ps)  -- the replies before page `first` are known
+  redis.call('HINCRBY', L, t .. ':o', last - first + 1)
+  redis.call('HINCRBY', stats, 'pages_known', last - first + 1)
+  remember(L, root, rcount)
+  return last - first + 1
+end
 
 local function finish(L)
   local f = redis.call('HGET', L, 'final')
-  if f then redis.call('HSET', L, 'status', f) return end
-  if redis.call('HEXISTS', L, 'reason') == 1 then redis.call('HSET', L, 'status', 'incomplete') return end
-  local e = tonumber(redis.call('HGET', L, 'expected') or '-1')
-  local n = tonumber(redis.call('HGET', L, 'fetched') or '0')
-  if e >= 0 and n < e - math.floor(e * (1 - ratio)) then
-    redis.call('HSET', L, 'status', 'incomplete', 'reason', redis.call('HGET', L, 'end') or 'short')
+  if f then
+    redis.call('HSET', L, 'status', f)
+  elseif redis.call('HEXISTS', L, 'reason') == 1 then
+    redis.call('HSET', L, 'status', 'incomplete')
   else
-    redis.call('HSET', L, 'status', 'complete')
+    local e = tonumber(redis.call('HGET', L, 'expected') or '-1')
+    local n = tonumber(redis.call('HGET', L, 'fetched') or '0')
+    local slack = tonumber(redis.call('HGET', L, 'slack') or math.floor(e * (1 - ratio)))
+    if e >= 0 and n < e - slack then
+      redis.call('HSET', L, 'status', 'incomplete', 'reason', redis.call('HGET', L, 'end') or 'short')
+    else
+      redis.call('HSET', L, 'status', 'complete')
+      -- only a complete crawl moves the watermark: a refresh that fell short starts again from the old one
+      -- with what was known at it: a refresh that falls short starts again from here, counting afresh
+      local top = redis.call('HGET', L, 'top')
+      if top then redis.call('HSET', L, 'wm', top, 'wm_n', n, 'wm_gap', math.max(e - n, 0)) end
+    end
   end
+  if redis.call('HDEL', L, 'rf') == 1 then redis.call('HSET', L, 'refreshed_at', redis.call('TIME')[1]) end
+  redis.call('HDEL', L, 'since', 'slack')
 end
 
 local function ledger(L, o)
-  if o.e then redis.call('HSETNX', L, 'expected', o.e) end
-  local n = o.n or 0
-  if n > 0 then redis.call('HINCRBY', L, 'fetched', n) end
+  if o.e then
+    -- replies announced under roots since deleted are kept out of a refresh's expectation too
+    redis.call('HSETNX', L, 'expected', o.e - tonumber(redis.call('HGET', L, 'gone') or '0'))
+  end
+  local n, known, enq = o.n or 0, 0, 0
   if o.th then
     for _, t in ipairs(o.th) do
-      local p = 't:' .. string.format('%d', t[1])
-      redis.call('HSET', L, p .. ':e', t[2])
-      redis.call('HINCRBY', L, p .. ':o', t[3])
+      if t[1] == 0 then
+        known = known + t[2]
+        if t[3] > tonumber(redis.call('HGET', L, 'top') or '0') then
+          redis.call('HSET', L, 'top', string.format('%d', t[3]))
+        end
+      elseif t[3] < 0 then
+        enq = enq + recheck(L, t[1], t[2], -t[3])
+      else
+        local p = 't:' .. string.format('%d', t[1])
+        redis.call('HSET', L, p .. ':e', t[2])
+        redis.call('HINCRBY', L, p .. ':o', t[3])
+        remember(L, t[1], t[2])
+      end
     end
+  end
+  if n - known > 0 then
+    redis.call('HINCRBY', L, 'fetched', n - known)
+    if redis.call('HEXISTS', L, 'new') == 1 then redis.call('HINCRBY', L, 'new', n - known) end
   end
   if o.s then redis.call('HSET', L, 'final', o.s) end
   if o.why and redis.call('HEXISTS', L, 'reason') == 0 then
     redis.call('HSET', L, 'reason', o.why[1], 'detail', o.why[2])
   end
   if o['end'] then redis.call('HSET', L, 'end', o['end']) end
-  local fu = o.fu and #o.fu or 0
+  local fu = (o.fu and #o.fu or 0) + enq
   if o.r ~= 0 then
     local p = 't:' .. string.format('%d', o.r)
     if n > 0 then redis.call('HINCRBY', L, p .. ':g', n) end
@@ -146,7 +244,10 @@ local function ledger(L, o)
       local g = tonumber(redis.call('HGET', L, p .. ':g') or '0')
       if o.tg then
         -- the root was deleted: its announced replies no longer exist anywhere
-        if e > g and redis.call('HEXISTS', L, 'expected') == 1 then redis.call('HINCRBY', L, 'expected', g - e) end
+        if e > g and redis.call('HEXISTS', L, 'expected') == 1 then
+          redis.call('HINCRBY', L, 'expected', g - e)
+          redis.call('HINCRBY', L, 'gone', e - g)
+        end
       elseif g < e - math.floor(e * (1 - ratio)) and redis.call('HEXISTS', L, 'reason') == 0 then
         redis.call('HSET', L, 'reason', o.tc, 'detail',
           string.format('thread %d: %d of %d replies', o.r, g, e))
@@ -175,7 +276,10 @@ for i = 4, #ARGV do
       comments = comments + (o.c.comments or 0)
     end
     -- a page of a video nobody seeded (or reset meanwhile) keeps no ledger
-    if o.v > 0 and redis.call('EXISTS', KEYS[o.v]) == 1 then ledger(KEYS[o.v], o) end
+    if o.v > 0 and redis.call('EXISTS', KEYS[o.v]) == 1 then
+      rc_of[KEYS[o.v]] = KEYS[o.v + 1]
+      ledger(KEYS[o.v], o)
+    end
     redis.call('XDEL', tasks, o.id)
   end
 end

@@ -76,9 +76,13 @@ async def read_stats(client: aioredis.Redis, keys: TargetKeys, *, limiter_host: 
         waiting_for.append("takeover of dead consumers")
     waiting_for[:0] = await _redis_refusing_writes(client)
 
-    pages_known = counters.get("pages_known", 0)
-    pages_done = counters.get("pages_done", 0)
-    settled = pages_done + counters.get("pages_final", 0) + counters.get("dead", 0)
+    meta = {_text(k): _text(v) for k, v in raw_meta.items()}
+    # A refresh is a crawl of its own: its progress counts from where it began
+    # (scraper.refresh stores the counters' values then in meta ``base_*``).
+    base = {name: int(float(meta.get(f"base_{name}", 0))) for name in BASE_COUNTERS}
+    pages_known = counters.get("pages_known", 0) - base["pages_known"]
+    pages_done = counters.get("pages_done", 0) - base["pages_done"]
+    settled = pages_done + counters.get("pages_final", 0) + counters.get("dead", 0) - base["pages_final"] - base["dead"]
     remaining = max(pages_known - settled, 0)
     rate = speed["pages_per_s_10s"] or speed["pages_per_s_60s"]
     result: dict[str, Any] = {
@@ -90,7 +94,8 @@ async def read_stats(client: aioredis.Redis, keys: TargetKeys, *, limiter_host: 
         "pages_known": pages_known,
         "pages_done": pages_done,
         "pages_remaining": remaining,
-        "comments": counters.get("comments", 0),
+        "comments": counters.get("comments", 0) - base["comments"],
+        "mode": meta.get("mode", "crawl"),
         "retries": counters.get("retries", 0),
         "retries_by_reason": {k.partition(":")[2]: v for k, v in counters.items() if k.startswith("retries:")},
         "bans": counters.get("bans", 0),
@@ -102,7 +107,7 @@ async def read_stats(client: aioredis.Redis, keys: TargetKeys, *, limiter_host: 
         "eta_s": round(remaining / rate, 1) if rate and remaining else (0.0 if not remaining else None),
         "consumers": consumers,
         "waiting_for": waiting_for,
-        "meta": {_text(k): _text(v) for k, v in raw_meta.items()},
+        "meta": meta,
         "done": pages_known > 0 and counts.length == 0 and counts.delayed == 0,
     }
     if limiter_host:
@@ -110,6 +115,16 @@ async def read_stats(client: aioredis.Redis, keys: TargetKeys, *, limiter_host: 
 
         result["rate_limit"] = await read_state(client, limiter_host, keys.prefix)
     return result
+
+
+BASE_COUNTERS = ("pages_known", "pages_done", "pages_final", "dead", "comments")
+
+
+async def mark_new_crawl(client: aioredis.Redis, keys: TargetKeys, mode: str) -> None:
+    """A refresh begins: ``read_stats`` shows its progress from here (counters never go back)."""
+    values = await client.hmget(keys.stats, list(BASE_COUNTERS))
+    base = {f"base_{name}": _int(v) for name, v in zip(BASE_COUNTERS, values, strict=True)}
+    await client.hset(keys.meta, mapping={**base, "mode": mode, "started_at": time.time()})
 
 
 GAUGE_COUNTERS = ("pages_known", "pages_done", "pages_final", "comments", "retries", "bans", "dead", "reclaimed")

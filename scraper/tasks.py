@@ -30,6 +30,8 @@ class Task:
     first_seen_ms: int = 0
     offset: str = ""  # cursor pages: the previous page's next_offset ("" on the first page)
     renewals: int = 0  # -403/-352 retries after a credential renewal (a budget apart from attempts)
+    since: int = 0  # refresh: the video's watermark (newest rpid of its last complete crawl); 0 = full crawl
+    deep: int = 0  # refresh: 1 = rescan every root page (``--deep``), 0 = stop at the watermark
 
     @property
     def fingerprint(self) -> str:
@@ -58,6 +60,7 @@ class Task:
             "first_seen_ms": self.first_seen_ms,
             "offset": self.offset,
             "renewals": self.renewals,
+            **({"since": self.since, "deep": self.deep} if self.since else {}),
         }
 
     def encode(self) -> bytes:
@@ -76,4 +79,6 @@ class Task:
             first_seen_ms=int(data.get("first_seen_ms", 0)),
             offset=str(data.get("offset", "")),
             renewals=int(data.get("renewals", 0)),
+            since=int(data.get("since", 0)),
+            deep=int(data.get("deep", 0)),
         )

@@ -141,6 +141,8 @@ async def test_ledger_complete_short_and_closed(client: aioredis.Redis) -> None:
         "expected": 40,
         "fetched": 40,
         "reason": "",
+        "refreshed_at": None,  # never refreshed (issue 11)
+        "new": None,
     }
 
 

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 
 def register(sub: Subparsers) -> None:
+    from scraper.commands.coordinate import refresh_flags  # noqa: PLC0415
+
     p = sub.add_parser("run", help="coordinate, work and export in one command, with progress")
     common_flags(p, target=True)
     work_flags(p)
@@ -36,6 +38,7 @@ def register(sub: Subparsers) -> None:
         choices=["auto", "always", "never"],
         help="crawl the bundled simulator (auto: when the site is unreachable)",
     )
+    refresh_flags(p)
     p.set_defaults(handler=run)
 
 
@@ -127,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     import uvloop  # noqa: PLC0415
 
     from scraper.commands import common  # noqa: PLC0415
+    from scraper.commands.coordinate import check_refresh_flags  # noqa: PLC0415
     from scraper.commands.handback import hand_back_dead_consumers  # noqa: PLC0415
     from scraper.commands.run_summary import RunOutcome, describe_left, per_video_summary  # noqa: PLC0415
     from scraper.commands.work import nothing_to_do  # noqa: PLC0415
@@ -134,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from scraper.export import export  # noqa: PLC0415
     from scraper.queue import read_counts  # noqa: PLC0415
 
+    check_refresh_flags(args)
     settings = common.output_dir(common.settings_for(args))
     common.check_base_url(settings.target.base_url)
     videos = common.load_videos(settings)
@@ -155,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
                 await simulator.close()
             raise
         try:
-            summary = await coordinate(client, settings, videos)
+            summary = await coordinate(client, settings, videos, refresh=args.refresh, deep=args.deep)
             returned = await hand_back_dead_consumers(client, keys)
             if returned:
                 print(

@@ -15,6 +15,7 @@ from typing import Any
 
 from scraper.errors import BadPayload, Throttled
 from scraper.settings import TargetSettings
+from scraper.settle import page_note, recheck
 from scraper.targets.base import PageResult
 from scraper.tasks import CURSOR, HOT, MAIN, REPLY, Task
 
@@ -33,12 +34,20 @@ class PageParser:
     def parse(self, task: Task, data: dict[str, Any]) -> PageResult:
         crawled_at = int(time.time() * 1000)
         if task.kind == CURSOR:
-            return self._cursor(task, data, crawled_at)
-        if task.kind == HOT:
-            return self._hot(task, data, crawled_at)
-        if task.kind == MAIN:
-            return self._legacy(task, data, crawled_at)
-        return self._thread(task, data, crawled_at)
+            result = self._cursor(task, data, crawled_at)
+        elif task.kind == HOT:
+            result = self._hot(task, data, crawled_at)
+        elif task.kind == MAIN:
+            result = self._legacy(task, data, crawled_at)
+        else:
+            result = self._thread(task, data, crawled_at)
+        # What a refresh needs to know of every page: how many of its records it
+        # had already (not new), and the newest rpid (the next watermark).
+        rpids = [r["rpid"] for r in result.records]
+        if rpids:
+            known = sum(1 for rpid in rpids if rpid <= task.since) if task.since else 0
+            result.ledger.threads.append(page_note(known, max(rpids)))
+        return result
 
     # ---- root pages ----------------------------------------------------------
 
@@ -54,11 +63,22 @@ class PageParser:
         self._roots(task, replies, result, crawled_at)
         pagination = cursor.get("pagination_reply") or {}
         next_offset = str(pagination.get("next_offset") or "") if isinstance(pagination, dict) else ""
-        if cursor.get("is_end") or not next_offset or next_offset == task.offset:
+        listed = _list(data.get("replies"))  # the pinned comment is old yet not where the list stops
+        if task.since and not task.deep and any(int(c.get("rpid") or 0) <= task.since for c in listed):
+            # Newest first: past the watermark every root is known. Replies to
+            # the older roots not seen here are what a deep refresh is for.
+            result.ledger.short_code = "refresh"
+        elif cursor.get("is_end") or not next_offset or next_offset == task.offset:
             result.ledger.short_code = self.short_code  # used only if fetched < expected
         else:
             result.continuation = Task(
-                kind=CURSOR, oid=task.oid, page=task.page + 1, bvid=task.bvid, offset=next_offset
+                kind=CURSOR,
+                oid=task.oid,
+                page=task.page + 1,
+                bvid=task.bvid,
+                offset=next_offset,
+                since=task.since,
+                deep=task.deep,
             )
         return result
 
@@ -83,7 +103,8 @@ class PageParser:
             bound = max(1, math.ceil(int(cursor.get("all_count") or 0) / self.page_size))
             last = min(bound, task.page + self.pages_window)
             result.followups.extend(
-                Task(kind=HOT, oid=task.oid, page=p, bvid=task.bvid) for p in range(task.page + 1, last + 1)
+                Task(kind=HOT, oid=task.oid, page=p, bvid=task.bvid, since=task.since, deep=task.deep)
+                for p in range(task.page + 1, last + 1)
             )
         return result
 
@@ -104,7 +125,8 @@ class PageParser:
             pages = math.ceil(int(page["count"]) / self.page_size)
             last = min(pages, task.page + self.page_window)
             result.followups.extend(
-                Task(kind=MAIN, oid=task.oid, page=p, bvid=task.bvid) for p in range(task.page + 1, last + 1)
+                Task(kind=MAIN, oid=task.oid, page=p, bvid=task.bvid, since=task.since, deep=task.deep)
+                for p in range(task.page + 1, last + 1)
             )
             if task.page == 1:
                 result.ledger.expected = int(page.get("acount") or page["count"])
@@ -120,11 +142,16 @@ class PageParser:
             preview = _list(comment.get("replies"))
             rcount = int(comment.get("rcount") or 0)
             if self.sub_replies and rcount > len(preview):
-                pages = math.ceil(rcount / self.page_size)
                 root = int(comment["rpid"])
+                if task.since and root <= task.since:
+                    # Known root: the settle script fetches only what its thread gained.
+                    result.ledger.threads.append(recheck(root, rcount, self.page_size))
+                    continue
+                pages = math.ceil(rcount / self.page_size)
                 result.ledger.threads.append((root, rcount, pages))
                 result.followups.extend(
-                    Task(kind=REPLY, oid=task.oid, page=p, root=root, bvid=task.bvid) for p in range(1, pages + 1)
+                    Task(kind=REPLY, oid=task.oid, page=p, root=root, bvid=task.bvid, since=task.since)
+                    for p in range(1, pages + 1)
                 )
             else:
                 result.records.extend(comment_record(reply, task.bvid, crawled_at) for reply in preview)
