@@ -327,7 +327,9 @@ def _merge(outcome: Outcome, page: PageResult) -> None:
     """Fold a page fetched inline into its chain's outcome (one ledger delta for both)."""
     outcome.followups.extend(page.followups)
     outcome.records += len(page.records)
-    outcome.counters.update(pages_done=1, comments=len(page.records))
+    # A page followed inline was never enqueued: it becomes known as it is done,
+    # so progress (done of known) never passes 100%.
+    outcome.counters.update(pages_done=1, pages_known=1, comments=len(page.records))
     delta, more = outcome.ledger, page.ledger
     delta.threads.extend(more.threads)
     delta.reason = delta.reason or more.reason
