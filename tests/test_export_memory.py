@@ -26,7 +26,9 @@ _PEAK = (
     "import re, sys\n"
     "def peak_kb():\n"
     "    return int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
-    "import scraper.commands, scraper.export\n"  # what any command loads, before the export's own work
+    # What the command loads before the export's own work (the CLI imports command modules lazily).
+    "import scraper.commands, scraper.commands.common, scraper.commands.export, scraper.export\n"
+    "import scraper.settings\n"
     "from scraper.cli import main\n"
     "before = peak_kb()\n"
     "code = main(sys.argv[1:])\n"
