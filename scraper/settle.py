@@ -125,10 +125,15 @@ def _flat(record: dict[str, Any]) -> list[str]:
     return out
 
 
+# Final records ("not available": closed, deleted, depth cap) kept per video;
+# the final:<kind> counters stay exact past it (issue 13: bounded per video).
+FINAL_RECORDS_PER_VIDEO = 20
+
 # KEYS: tasks, delayed, dead, final, stats, then per video its ledger hash and its rcounts string.
 # ARGV: group, task field, complete ratio, then one JSON outcome per entry.
 # Returns {entries applied, pages done, comments} of this call.
 SETTLE_LUA = """
+local FINAL_PER_VIDEO = """ + str(FINAL_RECORDS_PER_VIDEO) + """
 local tasks, delayed, dead, final, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, tfield, ratio = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local applied, pages, comments = 0, 0, 0
@@ -269,7 +274,14 @@ for i = 4, #ARGV do
     if o.retry then redis.call('ZADD', delayed, o.retry[2], o.retry[1]) end
     if o.release then redis.call('XADD', tasks, '*', tfield, o.release) end
     if o.dead then redis.call('XADD', dead, '*', unpack(o.dead)) end
-    if o.final then redis.call('XADD', final, '*', unpack(o.final)) end
+    if o.final then
+      -- a few records per video say why; past the cap only the counter grows (bounded memory)
+      if o.v == 0 or redis.call('HINCRBY', KEYS[o.v], 'nfinal', 1) <= FINAL_PER_VIDEO then
+        redis.call('XADD', final, '*', unpack(o.final))
+      else
+        redis.call('HINCRBY', stats, 'final_records_dropped', 1)
+      end
+    end
     if o.c then
       for k, v in pairs(o.c) do redis.call('HINCRBY', stats, k, v) end
       pages = pages + (o.c.pages_done or 0)

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from scraper.keys import TargetKeys
 from scraper.ledger import dead_delta, read_videos, summarize
 from scraper.queue import SettleBatch, TaskQueue, now_ms, read_counts
-from scraper.settle import LedgerDelta, Outcome
+from scraper.settle import FINAL_RECORDS_PER_VIDEO, LedgerDelta, Outcome
 from scraper.tasks import CURSOR, MAIN, REPLY, Task
 from tests.conftest import RedisServer
 
@@ -252,3 +252,23 @@ async def test_dead_consumers_are_pruned_but_not_their_pending_work(client: aior
     names = {c["name"] for c in await client.xinfo_consumers(KEYS.tasks, "workers")}
     assert names == {b"holder"}  # pending work keeps its consumer until taken over
     assert set(await client.hkeys(KEYS.consumers)) == {b"live"}
+
+
+async def test_final_records_are_bounded_per_video_and_counted_exactly(client: aioredis.Redis) -> None:
+    """Issue 13: a video whose threads are all gone (12022 on each) keeps a few records, not one per page."""
+    queue = TaskQueue(client, KEYS, "c1")
+    await queue.ensure_group()
+    await queue.seed([(Task(kind=CURSOR, oid=7, page=1), "BV7")])
+    [entry] = await queue.claim(1, block_ms=10)
+    threads = [Task(kind=REPLY, oid=7, root=100 + n, page=1) for n in range(FINAL_RECORDS_PER_VIDEO + 5)]
+    await queue.settle(SettleBatch([_done(entry, threads, records=1)]))
+    gone = []
+    for entry_id, task in await queue.claim(len(threads), block_ms=10):
+        outcome = Outcome(entry_id, task, final={"kind": "deleted", "fingerprint": task.fingerprint})
+        outcome.counters.update({"final:deleted": 1, "pages_final": 1})
+        gone.append(outcome)
+    await queue.settle(SettleBatch(gone))
+    stats = await client.hgetall(KEYS.stats)
+    assert int(stats[b"final:deleted"]) == len(threads)  # the count stays exact
+    assert await client.xlen(KEYS.final) == FINAL_RECORDS_PER_VIDEO
+    assert int(stats[b"final_records_dropped"]) == 5
