@@ -132,8 +132,11 @@ FINAL_RECORDS_PER_VIDEO = 20
 # KEYS: tasks, delayed, dead, final, stats, then per video its ledger hash and its rcounts string.
 # ARGV: group, task field, complete ratio, then one JSON outcome per entry.
 # Returns {entries applied, pages done, comments} of this call.
-SETTLE_LUA = """
-local FINAL_PER_VIDEO = """ + str(FINAL_RECORDS_PER_VIDEO) + """
+SETTLE_LUA = (
+    """
+local FINAL_PER_VIDEO = """
+    + str(FINAL_RECORDS_PER_VIDEO)
+    + """
 local tasks, delayed, dead, final, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, tfield, ratio = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local applied, pages, comments = 0, 0, 0
@@ -297,6 +300,7 @@ for i = 4, #ARGV do
 end
 return {applied, pages, comments}
 """
+)
 
 # KEYS: videos (zset), tasks, stats, then one ledger hash per video.
 # ARGV: task field, then (position, oid, bvid, task payload) per video.
