@@ -111,6 +111,9 @@ async def _work(client: aioredis.Redis, settings: Settings, url: str) -> tuple[i
     async with LiveProgress(
         client, keys(settings), heartbeat_s=worker.heartbeat_s, claim_idle_s=worker.claim_idle_s
     ) as tracker:
+        from workers.startup import warm  # noqa: PLC0415
+
+        warm()  # idempotent: a no-op when it already started before coordinate
         try:
             code = await supervise(child_spec(settings, url, burst=True), worker.processes)
         finally:
@@ -121,10 +124,15 @@ async def _work(client: aioredis.Redis, settings: Settings, url: str) -> tuple[i
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys  # noqa: PLC0415
+
     from workers.startup import warm  # noqa: PLC0415
 
-    warm()  # the workers' forkserver imports the hot path during coordinate (issue 15)
-    import sys  # noqa: PLC0415
+    if not sys.stderr.isatty():
+        # The workers' forkserver imports the hot path during coordinate (issue 15). On a
+        # terminal it starts inside the live view instead (_work): workers forked from it
+        # must inherit the view's stderr relay, or their log lines cut through the view.
+        warm()
     from pathlib import Path  # noqa: PLC0415
 
     import uvloop  # noqa: PLC0415
