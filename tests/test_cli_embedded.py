@@ -122,7 +122,7 @@ def test_config_dir_elsewhere_keeps_state_and_output_in_that_project(tmp_path: P
         )
         assert result.returncode == 0, result.stderr
         assert f"started the embedded redis-server (state in {project / '.state' / 'redis'})" in result.stderr
-        output = project / "output" / "video-list.jsonl"
+        output = project / "output" / "simulated" / "video-list.jsonl"  # a simulated run's own namespace
         assert f"-> {output}" in result.stdout
         assert exported_rpids(output)
         assert not any(elsewhere.iterdir())  # nothing lands in the current directory

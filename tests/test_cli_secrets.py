@@ -3,17 +3,22 @@
 Every command runs as a real subprocess with a password in --redis-url and a
 cookie in SCRAPER_COOKIE; neither may appear on stdout or stderr, whatever
 the failure (closed port, no host, bad port, a server that rejects AUTH).
+The exporter does not stop on an unreachable Redis (it serves and retries):
+it is asked for /metrics, which logs the Redis it cannot read, then stopped.
 """
 
 from __future__ import annotations
 
+import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from scraper.redact import add_secret, redact
 from tests.conftest import free_port
-from tests.helpers import cli_env, run_cli
+from tests.helpers import cli_env, run_cli, start_cli, wait_for
 
 PASSWORD = "Sup3rS3cretPw"
 COOKIE_VALUE = "f00dfeed1234abcd"
@@ -29,7 +34,7 @@ COMMANDS = [
     ["dead", "--target", "video-list", "requeue", "--all"],
     ["dead", "purge", "--target", "video-list"],
     ["reset", "--target", "video-list"],
-    ["exporter", "--port", "1"],
+    ["exporter", "--port", "1"],  # served on a free port instead: see _exporter_output
 ]
 
 
@@ -54,12 +59,50 @@ def test_no_command_prints_the_password_or_the_cookie(tmp_path: Path, redis_url:
         args = [*command, "--redis-url", url, "--output-dir", str(tmp_path / "out")]
         if command[0] not in ("work", "run"):
             args = [*command, "--redis-url", url]
-        result = run_cli(args, env, timeout=60)
-        text = result.stdout + result.stderr
-        assert result.returncode in (1, 2), f"{url}: {text}"
+        if command[0] == "exporter":
+            text = _exporter_output(url, env)
+            # It printed the URL it was given (or refused), masked: the line this test is about.
+            assert "***" in text, f"{url}: {text}"
+        else:
+            result = run_cli(args, env, timeout=60)
+            text = result.stdout + result.stderr
+            assert result.returncode in (1, 2), f"{url}: {text}"
         assert "Traceback" not in text
         assert PASSWORD not in text, f"{command} {url}: {text}"
         assert COOKIE_VALUE not in text and "abcdef-123456" not in text
+
+
+def _exporter_output(url: str, env: dict[str, str]) -> str:
+    """The exporter's output until it refused the URL, or served /metrics from a Redis it cannot read."""
+    port = free_port()
+    proc = start_cli(["exporter", "--host", "127.0.0.1", "--port", str(port), "--redis-url", url], env)
+    answers: list[int] = []
+
+    def refused_or_answered() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                answers.append(response.status)
+        except urllib.error.HTTPError as exc:
+            answers.append(exc.code)
+        except OSError:
+            return False  # not listening yet
+        return True
+
+    wait_for(refused_or_answered, timeout=30)
+    if proc.poll() is None:
+        assert answers == [503], answers  # Redis cannot be read: said so, and logged
+        proc.terminate()
+    try:
+        stdout, stderr = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    text = stdout + stderr
+    if not answers:
+        assert proc.returncode in (1, 2), f"{url}: {text}"  # refused at start-up: a bad URL
+    return text
 
 
 def test_redact_masks_urls_queries_and_registered_secrets() -> None:

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from scraper.keys import CONSUMER_GROUP, TargetKeys
 from scraper.queue import SettleBatch, TaskQueue
 from scraper.queue_counts import read_counts
+from scraper.settle import Outcome
 from scraper.tasks import MAIN, Task
 from tests.conftest import RedisServer
 
@@ -56,7 +57,7 @@ async def test_settling_the_last_delivered_entry_makes_redis_lag_null_but_not_ou
 
     # The newest claimed page finishes first: its settle acknowledges and
     # deletes the group's last-delivered entry while pages 1-3 are pending.
-    await queue.settle(SettleBatch(acks=[claimed[-1][0]]))
+    await queue.settle(SettleBatch([Outcome(*claimed[-1])]))
 
     counts = await read_counts(redis7, KEYS)
     assert (counts.queued, counts.in_flight, counts.length) == (6, 3, 9)
@@ -74,7 +75,10 @@ async def test_drain_hand_back_keeps_the_backlog_right(redis7: aioredis.Redis) -
     await queue.enqueue(_pages(8))
     claimed = await queue.claim(5, block_ms=10)
     handed_back = claimed[2:]
-    await queue.settle(SettleBatch(acks=[e for e, _ in handed_back], releases=[t for _, t in handed_back]))
+    batch = SettleBatch()
+    for entry_id, task in handed_back:
+        batch.release(entry_id, task)
+    await queue.settle(batch)
 
     counts = await read_counts(redis7, KEYS)
     # pages 6-8 never delivered + 3 handed back = 6 waiting; pages 1-2 in flight.
@@ -89,7 +93,9 @@ async def test_counts_on_both_servers_before_and_after_work(client: aioredis.Red
     await queue.ensure_group()
     await queue.enqueue(_pages(6))
     claimed = await queue.claim(3, block_ms=10)
-    await queue.settle(SettleBatch(acks=[claimed[2][0]], retries=[(claimed[1][1].retried(), 2**62)]))
-    await queue.settle(SettleBatch(acks=[claimed[1][0]]))
+    (_, _), (retried_id, retried_task), done = claimed
+    retry = Outcome(retried_id, retried_task, retry_task=retried_task.retried(), retry_due_ms=2**62)
+    await queue.settle(SettleBatch([Outcome(*done), retry]))
+    await queue.settle(SettleBatch([Outcome(retried_id, retried_task)]))  # settled already: changes nothing
     counts = await read_counts(client, KEYS)
     assert (counts.queued, counts.in_flight, counts.delayed, counts.length) == (3, 1, 1, 4)

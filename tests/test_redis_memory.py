@@ -14,10 +14,12 @@ from pathlib import Path
 
 import redis
 
+from scraper.simulator.corpus import Corpus
 from tests.helpers import cli_env, coordinate, run_cli, simulator, stats_json
 
 SEED, VIDEOS, COMMENTS = 21, 40, 120_000
 BYTES_PER_PAGE = 16
+SESSION = "memory-session"  # the simulator's accepted SESSDATA: logged in, every comment is served
 FIXED_SUFFIXES = (":rate", ":stats", ":meta", ":consumers")  # per target, whatever the crawl's length
 FIXED_MAX_BYTES = 32 * 1024  # each
 
@@ -31,18 +33,20 @@ def _weigh(redis_url: str) -> dict[str, int]:
 
 
 def test_redis_keeps_at_most_16_bytes_per_page(tmp_path: Path, redis_url: str) -> None:
-    env = cli_env(tmp_path)
+    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
     videos = tmp_path / "videos.txt"
     common = ["--target", "video-list", "--redis-url", redis_url]
     sim_args = ["--seed", str(SEED), "--videos", str(VIDEOS), "--comments", str(COMMENTS)]
-    sim_args += ["--write-videos", str(videos)]
+    sim_args += ["--session", SESSION, "--write-videos", str(videos)]
     with simulator(env, *sim_args) as base_url:
         coordinate(env, common, videos, base_url)
         work = run_cli(["work", *common, "--processes", "1", "--concurrency", "64", "--burst",
                         "--output-dir", str(tmp_path / "out"), "--rate-limit", "0"], env, timeout=300)  # fmt: skip
         assert work.returncode == 0, work.stderr
     stats = stats_json(redis_url, env)
-    assert stats["done"] and stats["comments"] >= COMMENTS
+    # every comment a complete crawl returns (pinned ones in, a deleted root's replies out)
+    reachable = Corpus.generate(seed=SEED, videos=VIDEOS, comments=COMMENTS).all_rpids()
+    assert stats["done"] and stats["comments"] >= len(reachable)
     pages = stats["pages_done"] + sum(stats["final"].values())
     assert pages > 5_000  # enough pages that a per-page cost cannot hide in a fixed one
 

@@ -13,6 +13,7 @@ from scraper import rates
 from scraper import stats as stats_module
 from scraper.keys import TargetKeys
 from scraper.queue import SettleBatch, TaskQueue
+from scraper.settle import Outcome
 from scraper.stats import read_gauges, read_stats
 from scraper.tasks import MAIN, Task
 from tests.conftest import RedisServer
@@ -82,8 +83,9 @@ async def test_settle_feeds_the_ring_and_stats_reads_a_fixed_amount(
     await queue.ensure_group()
     await queue.enqueue([Task(kind=MAIN, oid=1, page=p) for p in range(1, 4)])
     entries = await queue.claim(3, block_ms=10)
-    batch = SettleBatch(acks=[entry_id for entry_id, _ in entries])
-    batch.counters.update({"pages_done": 3, "comments": 57})
+    batch = SettleBatch()
+    for entry_id, task in entries:  # each page done with 19 comments
+        batch.add(Outcome(entry_id, task, records=19)).counters.update({"pages_done": 1, "comments": 19})
     await queue.settle(batch)
     assert rates.parse_ring(await client.hmget(KEYS.rate, rates.SLOT_FIELDS)) == {START_S: (3, 57)}
 
