@@ -52,9 +52,9 @@ def test_live_view_and_log_lines_do_not_collide(tmp_path: Path, redis_url: str) 
             assert "pages/s" not in line  # nor a piece of the view after it
     # The view: a bar, then the final frame with the run's real average rate.
     assert "━" in raw
-    # 11 queue entries: each video's first page (its cursor chain of 6 and 4 list
-    # pages followed inline, counted in that entry) and 4 + 5 reply-thread pages.
-    assert any("100.0% 11/11 pages" in line and "pages/s average" in line for line in lines)
+    # 19 pages fetched: the two videos' cursor chains of 6 and 4 list pages (followed
+    # inline, each page counted as it is done) and 4 + 5 reply-thread pages.
+    assert any("100.0% 19/19 pages" in line and "pages/s average" in line for line in lines), raw
     # `run` crawls the bundled simulator in its own namespace: output under simulated/
     output = tmp_path / "out" / "simulated" / "video-list.jsonl"
     assert any(line.startswith(f"run video-list: 400 comments -> {output} ") for line in lines), raw
