@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from scraper.keys import CONSUMER_GROUP, TargetKeys
 
@@ -37,7 +38,18 @@ class QueueCounts:
 
 
 async def read_counts(client: aioredis.Redis, keys: TargetKeys) -> QueueCounts:
-    pipe = client.pipeline(transaction=True)
+    try:
+        return await _read_counts(client, keys, transaction=True)
+    except ResponseError as exc:
+        # Redis past maxmemory refuses every command queued in a MULTI, reads
+        # included: read them one after the other then (stats must still say why).
+        if not str(exc).startswith("OOM") and "maxmemory" not in str(exc):
+            raise
+        return await _read_counts(client, keys, transaction=False)
+
+
+async def _read_counts(client: aioredis.Redis, keys: TargetKeys, *, transaction: bool) -> QueueCounts:
+    pipe = client.pipeline(transaction=transaction)
     pipe.xlen(keys.tasks)
     pipe.zcard(keys.delayed)
     pipe.xlen(keys.dead)

@@ -240,7 +240,12 @@ class Consumer:
         # The pages fetched inline count as part of this entry; if the worker
         # dies first, the entry is fetched again and so is the chain.
         inline = 0
-        while result.continuation is not None and inline < self.worker.chain_inline and not self.stopping.is_set():
+        while (
+            result.continuation is not None
+            and inline < self.worker.chain_inline
+            and not self.stopping.is_set()
+            and self.guard.writable.is_set()  # no new fetches while Redis refuses writes
+        ):
             try:
                 result = await self._page(result.continuation, renewed)
             except PageError:
