@@ -30,12 +30,14 @@ def _text(value: Any) -> str:
 
 
 def _dead_here(name: str) -> bool:
-    """``<hostname>-<pid>-<index>`` of this machine, whose process is gone."""
+    """``<hostname>[-<run id>]-<pid>-<index>`` of this machine, whose process is gone."""
     parts = name.rsplit("-", 2)
     if len(parts) != 3 or not parts[1].isdigit():
         return False
-    host, pid, _ = parts
-    return host == socket.gethostname() and process_gone(int(pid))
+    prefix, pid, _ = parts
+    host = socket.gethostname()
+    here = prefix == host or prefix.rsplit("-", 1)[0] == host  # with or without the supervisor's run id
+    return here and process_gone(int(pid))
 
 
 async def hand_back_dead_consumers(client: aioredis.Redis, keys: TargetKeys) -> int:
