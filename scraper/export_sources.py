@@ -36,13 +36,14 @@ class LocalShards:
 
     def __init__(self, output_dir: Path, target: str) -> None:
         self.folder = output_dir / target
+        self.target = target
 
     def describe(self) -> str:
         return str(self.folder)
 
     def names(self) -> list[str]:
         if not self.folder.is_dir():
-            raise UserError(f"{self.folder}: no output for this target (run `scraper work` first)")
+            raise UserError(f"{self.folder}: no output for target {self.target!r} (run `scraper work` first)")
         return sorted(path.name for path in self.folder.glob(f"*{SEGMENT_SUFFIX}"))
 
     def lines(self, name: str) -> Iterator[bytes]:
@@ -55,6 +56,7 @@ class BucketShards:
 
     def __init__(self, location: BucketUrl, target: str, options: S3Options, *, client: Any = None) -> None:
         self.location = location
+        self.target = target
         self.prefix = location.target_prefix(target)
         self.client = client if client is not None else blocking_client(options)
 
@@ -71,6 +73,8 @@ class BucketShards:
                 keys.extend(item["Key"] for item in page.get("Contents", ()) if item["Key"].endswith(SEGMENT_SUFFIX))
         except Exception as exc:  # botocore's tree is wide; translated here, once
             raise _translate(exc, self.describe()) from None
+        if not keys:  # a bucket has no folders: an empty listing is the "no such folder" case
+            raise UserError(f"{self.describe()}: no output for target {self.target!r} (no *.jsonl objects here)")
         return sorted(keys)
 
     def lines(self, name: str) -> Iterator[bytes]:

@@ -19,8 +19,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.config import Config
-
 from scraper.errors import UserError
 
 SCHEME = "s3://"
@@ -120,7 +118,10 @@ def client_kwargs(options: S3Options) -> dict[str, Any]:
 
 def blocking_client(options: S3Options) -> Any:
     """A plain botocore S3 client (for the export, which is not asyncio)."""
-    import botocore.session  # noqa: PLC0415 - only the export and tests need it
+    # Imported here: the settings import this module, and every command would
+    # otherwise pay for loading botocore.
+    import botocore.session  # noqa: PLC0415
+    from botocore.config import Config  # noqa: PLC0415
 
     session = botocore.session.get_session()
     return session.create_client("s3", config=Config(**config_kwargs(options)), **client_kwargs(options))

@@ -225,9 +225,11 @@ def test_bucket_reader_streams_many_objects_and_keeps_cut_lines_visible(bucket: 
     assert list(source.lines("p/t/cut.jsonl")) == [b'{"rpid":1}\n', b'{"rpid":2']
 
 
-def test_missing_bucket_is_one_clear_line(s3_options: S3Options) -> None:
+def test_missing_bucket_or_prefix_is_one_clear_line(bucket: str, s3_options: S3Options) -> None:
     with pytest.raises(UserError, match="NoSuchBucket"):
         open_source("s3://no-such-bucket-here/p", "t", s3_options).names()
+    with pytest.raises(UserError, match=f"s3://{bucket}/typo/t/: no output for target 't'"):
+        open_source(f"s3://{bucket}/typo", "t", s3_options).names()
 
 
 def test_split_lines_recuts_chunks() -> None:
