@@ -19,6 +19,7 @@ from scraper import redis_conn
 from scraper.errors import RuntimeFailure, UserError
 from scraper.keys import TargetKeys
 from scraper.logs import setup_logging
+from scraper.objectstore import is_bucket_url
 from scraper.settings import Settings, default_config_dir, load_settings
 
 log = logging.getLogger("scraper")
@@ -67,6 +68,8 @@ def _settings(args: argparse.Namespace, *, target: bool = True) -> Settings:
 
 def _absolute_output(settings: Settings) -> Settings:
     """Children may run elsewhere: pin relative paths to where the user ran us."""
+    if is_bucket_url(settings.worker.output_dir):
+        return settings  # object storage: nothing local to pin or probe
     output = Path(settings.worker.output_dir).expanduser().absolute()
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -209,9 +212,11 @@ def _check_base_url(base_url: str) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from scraper.export import export  # noqa: PLC0415
+    from scraper.export_sources import open_source  # noqa: PLC0415
 
     settings = _settings(args)
-    summary = export(Path(settings.worker.output_dir), settings.target.name, Path(args.output), args.format)
+    source = open_source(settings.worker.output_dir, settings.target.name, settings.s3)
+    summary = export(source, settings.target.name, Path(args.output), args.format)
     print(
         f"export {settings.target.name}: {summary.comments} comments -> {args.output} "
         f"({summary.shards} shards, {summary.lines} lines, {summary.duplicates} duplicates removed, "
@@ -226,6 +231,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from scraper.coordinator import coordinate, load_videos  # noqa: PLC0415
     from scraper.export import export  # noqa: PLC0415
+    from scraper.export_sources import open_source  # noqa: PLC0415
     from scraper.progress import show_progress  # noqa: PLC0415
     from scraper.reachability import reachable  # noqa: PLC0415
     from workers.supervisor import supervise  # noqa: PLC0415
@@ -272,7 +278,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             await client.aclose()
             if simulator is not None:
                 await simulator.close()
-        result = export(Path(settings.worker.output_dir), settings.target.name, output, args.format)
+        source = open_source(settings.worker.output_dir, settings.target.name, settings.s3)
+        result = export(source, settings.target.name, output, args.format)
         print(
             f"run {settings.target.name}: {result.comments} comments -> {output} "
             f"({result.duplicates} duplicates removed)"

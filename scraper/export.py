@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from scraper.errors import RuntimeFailure, UserError
+from scraper.export_sources import ShardSource
 
 CSV_COLUMNS = ["rpid", "oid", "bvid", "root", "parent", "mid", "uname", "level", "message", "ctime", "like", "rcount"]
 
@@ -36,28 +37,25 @@ def shard_files(output_dir: Path, target: str) -> list[Path]:
     return sorted((output_dir / target).glob("*.jsonl"))
 
 
-def _records(paths: list[Path], counts: dict[str, int]) -> Iterator[tuple[int, bytes]]:
-    for path in paths:
-        with open(path, "rb") as handle:
-            for line in handle:
-                counts["lines"] += 1
-                if not line.endswith(b"\n"):
-                    counts["skipped"] += 1  # cut by a kill mid-write
-                    continue
-                try:
-                    rpid = orjson.loads(line)["rpid"]
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    counts["skipped"] += 1
-                    continue
-                yield int(rpid), line
+def _records(source: ShardSource, names: list[str], counts: dict[str, int]) -> Iterator[tuple[int, bytes]]:
+    for name in names:
+        for line in source.lines(name):
+            counts["lines"] += 1
+            if not line.endswith(b"\n"):
+                counts["skipped"] += 1  # cut by a kill mid-write
+                continue
+            try:
+                rpid = orjson.loads(line)["rpid"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                counts["skipped"] += 1
+                continue
+            yield int(rpid), line
 
 
-def export(output_dir: Path, target: str, destination: Path, fmt: str = "jsonl") -> ExportSummary:
+def export(source: ShardSource, target: str, destination: Path, fmt: str = "jsonl") -> ExportSummary:
     if fmt not in ("jsonl", "csv"):
         raise UserError(f"--format must be jsonl or csv, got {fmt!r}")
-    paths = shard_files(output_dir, target)
-    if not paths and not (output_dir / target).is_dir():
-        raise UserError(f"{output_dir / target}: no output for target {target!r} (run `scraper work` first)")
+    paths = source.names()
     counts = {"lines": 0, "skipped": 0}
     seen: set[int] = set()
     duplicates = 0
@@ -70,7 +68,7 @@ def export(output_dir: Path, target: str, destination: Path, fmt: str = "jsonl")
             writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore") if fmt == "csv" else None
             if writer is not None:
                 writer.writeheader()
-            for rpid, line in _records(paths, counts):
+            for rpid, line in _records(source, paths, counts):
                 if rpid in seen:
                     duplicates += 1
                     continue

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from scraper.errors import UserError
+from scraper.objectstore import BucketUrl, S3Options, is_bucket_url
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "SCRAPER_"
@@ -56,7 +57,7 @@ class WorkerSettings:
     batch_size: int = 32  # XREADGROUP COUNT
     block_ms: int = 500  # XREADGROUP BLOCK
     settle_interval_ms: int = 20  # how often finished pages are flushed + acknowledged
-    output_dir: str = "output"
+    output_dir: str = "output"  # a folder, or s3://BUCKET/PREFIX for object storage ([s3] section)
     fsync: bool = False
     max_attempts: int = 5
     backoff_base_s: float = 1.0
@@ -100,6 +101,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     target: TargetSettings = field(default_factory=TargetSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    s3: S3Options = field(default_factory=S3Options)
     config_dir: str = "config"
 
     def resolve(self, path: str) -> Path:
@@ -110,7 +112,7 @@ class Settings:
         return Path(self.config_dir).resolve().parent / candidate
 
 
-SECTIONS = ("redis", "http", "worker", "target", "log")
+SECTIONS = ("redis", "http", "worker", "target", "log", "s3")
 
 
 def default_config_dir() -> Path:
@@ -251,6 +253,9 @@ def _validate(settings: Settings) -> None:
         raise UserError(f"log format must be text or json, got {settings.log.format!r}")
     if settings.target.page_window < 1:
         raise UserError(f"page_window must be at least 1, got {settings.target.page_window}")
+    if is_bucket_url(worker.output_dir):
+        BucketUrl.parse(worker.output_dir)
+        settings.s3.validate()
     if settings.target.page_size < 1 or settings.target.page_size > 20:
         raise UserError(f"page_size must be 1..20 (the API caps it at 20), got {settings.target.page_size}")
 

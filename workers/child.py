@@ -19,11 +19,13 @@ import aiohttp
 from scraper.keys import TargetKeys
 from scraper.logs import setup_logging
 from scraper.metrics import Recorder
+from scraper.objectstore import BucketUrl, is_bucket_url
 from scraper.queue import TaskQueue
 from scraper.ratelimit import RateLimitConfig, build_limiter
 from scraper.redis_conn import async_client
 from scraper.settings import Settings
 from scraper.sinks import JsonlSink, shard_path
+from scraper.sinks_s3 import S3SegmentSink
 from scraper.targets import load_adapter
 from workers.consumer import Consumer
 from workers.heartbeat import Heartbeat, consumer_name
@@ -68,9 +70,19 @@ async def child_main(spec: ChildSpec, index: int) -> None:
     name = consumer_name(index)
     redis_client = async_client(spec.redis_url, max_connections=64)
     session = build_session(settings)
-    sink = JsonlSink(
-        shard_path(Path(settings.worker.output_dir), settings.target.name, index), fsync=settings.worker.fsync
-    )
+    sink: JsonlSink | S3SegmentSink
+    if is_bucket_url(settings.worker.output_dir):
+        sink = S3SegmentSink(
+            BucketUrl.parse(settings.worker.output_dir),
+            settings.target.name,
+            settings.s3,
+            hold_s=settings.s3.hold_limit_s(settings.worker.claim_idle_s),
+        )
+        await sink.open()
+    else:
+        sink = JsonlSink(
+            shard_path(Path(settings.worker.output_dir), settings.target.name, index), fsync=settings.worker.fsync
+        )
     target = settings.target
     limiter = build_limiter(
         redis_client,
@@ -113,7 +125,10 @@ async def child_main(spec: ChildSpec, index: int) -> None:
     try:
         await consumer.run()
     finally:
-        sink.close()
+        if isinstance(sink, S3SegmentSink):
+            await sink.aclose()
+        else:
+            sink.close()
         await limiter.close()
         await session.close()
         await redis_client.aclose()

@@ -30,6 +30,7 @@ from scraper.queue import Entry, SettleBatch, TaskQueue, now_ms
 from scraper.ratelimit import Limiter, NullLimiter
 from scraper.settings import Settings
 from scraper.sinks import JsonlSink
+from scraper.sinks_s3 import S3SegmentSink, SinkUnavailable
 from scraper.targets.base import SiteAdapter
 from scraper.tasks import Task
 from workers.fetch import fetch
@@ -52,7 +53,7 @@ class Consumer:
         queue: TaskQueue,
         session: aiohttp.ClientSession,
         adapter: SiteAdapter,
-        sink: JsonlSink,
+        sink: JsonlSink | S3SegmentSink,
         limiter: Limiter,
         heartbeat: Heartbeat,
         telemetry: Telemetry,
@@ -74,6 +75,11 @@ class Consumer:
         self.local: asyncio.Queue[Entry] = asyncio.Queue()
         self.in_flight: dict[bytes, Task] = {}
         self.pending = SettleBatch()  # outcomes not yet settled; the settler swaps it whole
+        # Object storage: acknowledgements (and page counters) of pages whose
+        # lines wait in the open segment; they join ``pending`` once it is uploaded.
+        self.uploading = SettleBatch()
+        self._holds_acks = isinstance(sink, S3SegmentSink)
+        self._starved = False  # the last claim found nothing: held acks need not wait for a fuller segment
         self.stopping = asyncio.Event()  # stop claiming (drain or burst done)
         self.capacity = self.worker.concurrency + self.worker.batch_size
         # A burst run checks for the end after each empty claim: a short block
@@ -98,11 +104,18 @@ class Consumer:
             asyncio.create_task(self._maintenance_loop()),
             asyncio.create_task(self.heartbeat.run(self._heartbeat_state, self.stopping)),
         ]
+        if self._holds_acks:
+            side.append(asyncio.create_task(self._commit_loop()))
         claimer = asyncio.create_task(self._claim_loop())
         await self.stopping.wait()
         await _stop_tasks([claimer])
         await self._drain(workers)
         await _stop_tasks(side)
+        if self._holds_acks:
+            try:
+                await self._commit_held()
+            except SinkUnavailable as exc:  # those pages stay pending: another consumer fetches them again
+                log.warning("%s: last segment not uploaded: %s", self.name, exc)
         await self._settle_now()
         await self._redis_retry(self.heartbeat.remove)
 
@@ -120,7 +133,7 @@ class Consumer:
                 log.warning("%s: drain timeout: handing back %d unfinished pages", self.name, len(self.in_flight))
         unfinished = dict(self.in_flight)
         await _stop_tasks(workers)
-        settled = set(self.pending.acks)
+        settled = set(self.pending.acks) | set(self.uploading.acks)
         leftover = {entry_id: task for entry_id, task in unfinished.items() if entry_id not in settled}
         if leftover:  # cancelled mid-fetch: give them back to the queue now
             self._release(list(leftover.values()), list(leftover))
@@ -139,6 +152,9 @@ class Consumer:
 
     async def _claim_loop(self) -> None:
         while not self.stopping.is_set():
+            if isinstance(self.sink, S3SegmentSink) and self.sink.buffered_bytes > 4 * self.sink.options.segment_bytes:
+                await asyncio.sleep(0.1)  # uploads are failing or slow: stop taking work, keep memory bounded
+                continue
             free = self.capacity - self.local.qsize() - len(self.in_flight)
             if free < min(self.worker.batch_size, self.capacity) // 2 or free <= 0:
                 self._slot_freed.clear()
@@ -146,6 +162,7 @@ class Consumer:
                 continue
             count = min(free, self.worker.batch_size)
             entries = await self._redis_retry(partial(self.queue.claim, count, self._block_ms))
+            self._starved = not entries
             for entry in entries:
                 self.local.put_nowait(entry)
             if not entries and self.burst and await self._crawl_over():
@@ -153,7 +170,7 @@ class Consumer:
                 self.request_stop()
 
     async def _crawl_over(self) -> bool:
-        if self.local.qsize() or self.in_flight or self.pending:
+        if self.local.qsize() or self.in_flight or self.pending or self.uploading:
             return False
         return await self._redis_retry(self.queue.is_drained)
 
@@ -186,12 +203,16 @@ class Consumer:
         self.telemetry.request(time.perf_counter() - started, "ok")
         self.limiter.on_success()
         batch = self.pending  # the settler may have swapped it while we awaited
+        # Follow-ups go out with the next settle either way (enqueueing is
+        # deduplicated, so a page fetched again re-adds nothing); the
+        # acknowledgement waits for the lines' upload when the sink holds them.
+        done = self.uploading if self._holds_acks else batch
         if result.records:
             self.sink.write(result.records)
         batch.followups.extend(result.followups)
-        batch.acks.append(entry_id)
-        batch.counters["pages_done"] += 1
-        batch.counters["comments"] += len(result.records)
+        done.acks.append(entry_id)
+        done.counters["pages_done"] += 1
+        done.counters["comments"] += len(result.records)
         self.pages_done += 1
 
     async def _fetch(self, task: Task) -> bytes:
@@ -255,9 +276,40 @@ class Consumer:
         batch, self.pending = self.pending, SettleBatch()
         if not batch:
             return
-        self.sink.flush()  # lines on disk before the acknowledgement
+        if isinstance(self.sink, JsonlSink):
+            self.sink.flush()  # lines on disk before the acknowledgement
         await self._redis_retry(lambda: self.queue.settle(batch))
         self.telemetry.settled(batch)
+
+    async def _commit_loop(self) -> None:
+        """Object storage: upload the open segment when it is due, then release its acks."""
+        assert isinstance(self.sink, S3SegmentSink)
+        delay = 0.1
+        while True:
+            await asyncio.sleep(0.05)
+            if not self.sink.due(idle=self._starved and not self.in_flight and self.local.empty()):
+                continue
+            try:
+                await self._commit_held()
+            except SinkUnavailable as exc:
+                log.warning("%s: %s; retrying in %.1fs", self.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.1
+
+    async def _commit_held(self) -> None:
+        assert isinstance(self.sink, S3SegmentSink)
+        # No await between the swap and commit()'s synchronous seal: the held
+        # acks are exactly the pages whose lines are in the sealed segments.
+        held, self.uploading = self.uploading, SettleBatch()
+        try:
+            await self.sink.commit()
+        except BaseException:
+            _merge(held, self.uploading)  # still waiting: keep them, in order
+            self.uploading = held
+            raise
+        _merge(self.pending, held)
 
     # ---- side loops ------------------------------------------------------
 
@@ -342,6 +394,11 @@ async def _stop_tasks(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) -
     _, stuck = await asyncio.wait(tasks, timeout=timeout_s)
     for task in stuck:
         log.warning("task %s ignored its cancellation; leaving it behind", task.get_name())
+
+
+def _merge(into: SettleBatch, other: SettleBatch) -> None:
+    into.acks.extend(other.acks)
+    into.counters.update(other.counters)
 
 
 def _record(task: Task, consumer: str, **extra: Any) -> dict[str, Any]:
