@@ -12,6 +12,8 @@ MinIO do, and the sink sends it.)
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,8 +28,20 @@ import pytest
 from scraper.errors import UserError
 from scraper.export_sources import BucketShards, open_source, split_lines
 from scraper.objectstore import BucketUrl, S3Options, blocking_client
+from scraper.simulator.corpus import Corpus
 from scraper.sinks_s3 import S3SegmentSink, SinkUnavailable
 from tests.conftest import free_port
+from tests.helpers import (
+    cli_env,
+    coordinate,
+    exported_rpids,
+    run_cli,
+    simulator,
+    start_cli,
+    stats_json,
+    wait_for,
+    worker_children,
+)
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -250,3 +264,98 @@ def test_bucket_urls_and_hold_limit() -> None:
     assert S3Options(segment_max_age_s=5).hold_limit_s(claim_idle_s=2) == 0.5
     with pytest.raises(UserError):
         S3Options(addressing_style="sideways").validate()
+
+
+# ---- the real commands, with the bucket as the output --------------------------------------------
+
+SEED, VIDEOS, COMMENTS = 9, 16, 8000
+WORK = ["--processes", "2", "--concurrency", "8", "--rate-limit", "0", "--claim-idle", "2", "--backoff-base", "0.1"]
+
+
+def crawl_env(tmp_path: Path, s3_server: S3Server, bucket: str) -> dict[str, str]:
+    """The output is selected by settings alone: an s3:// output dir and the endpoint."""
+    return cli_env(
+        tmp_path,
+        SCRAPER_OUTPUT_DIR=f"s3://{bucket}/crawls/run1",
+        SCRAPER_S3_ENDPOINT_URL=s3_server.url,
+        SCRAPER_S3_SEGMENT_BYTES="262144",
+        **CREDENTIALS,
+    )
+
+
+def export_from_bucket(tmp_path: Path, common: list[str], env: dict[str, str], expected: set[int]) -> str:
+    export_file = tmp_path / "all.jsonl"
+    exported_run = run_cli(["export", *common, "--output", str(export_file)], env)
+    assert exported_run.returncode == 0, exported_run.stderr
+    rpids = exported_rpids(export_file)
+    assert len(rpids) == len(set(rpids))
+    assert set(rpids) == expected
+    return exported_run.stdout
+
+
+def test_crawl_to_a_bucket_survives_a_killed_worker(tmp_path: Path, redis_url: str, s3_server: S3Server) -> None:
+    options = S3Options(endpoint_url=s3_server.url, region="us-east-1")
+    for key, value in CREDENTIALS.items():  # for this process's own client
+        os.environ.setdefault(key, value)
+    bucket = f"crawl-{int(time.time() * 1000)}"
+    blocking_client(options).create_bucket(Bucket=bucket)
+    env = crawl_env(tmp_path, s3_server, bucket)
+    videos = tmp_path / "videos.txt"
+    common = ["--target", "video-list", "--redis-url", redis_url]
+    sim = ["--seed", str(SEED), "--videos", str(VIDEOS), "--comments", str(COMMENTS), "--latency-ms", "50"]
+    with simulator(env, *sim, "--write-videos", str(videos)) as base_url:
+        corpus = Corpus.generate(seed=SEED, videos=VIDEOS, comments=COMMENTS)
+        coordinate(env, common, videos, base_url)
+        pod = start_cli(["work", *common, *WORK, "--burst"], env, cwd=tmp_path)
+        beats = tmp_path / "heartbeat"
+        wait_for(
+            lambda: stats_json(redis_url, env)["pages_done"] >= 40 and len(worker_children(pod.pid, beats)) == 2,
+            timeout=60,
+        )
+        victim = worker_children(pod.pid, beats)[0]
+        os.kill(victim, signal.SIGKILL)  # its open segment and held acknowledgements die with it
+        assert pod.wait(timeout=240) == 0, pod.communicate()[1]
+
+    final = stats_json(redis_url, env)
+    assert (final["queued"], final["in_flight"], final["delayed"], final["dead"]) == (0, 0, 0, 0)
+    assert final["reclaimed"] > 0  # the killed child's unacknowledged pages were taken over
+    source = BucketShards(BucketUrl.parse(f"s3://{bucket}/crawls/run1"), "video-list", options)
+    stems = {name.rsplit("-", 1)[0] for name in source.names()}
+    assert len(stems) >= 3  # two children and the one started in place of the killed one
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "output").exists()  # nothing written locally
+    summary = export_from_bucket(tmp_path, common, env, corpus.expected_rpids())
+    assert "0 partial lines skipped" in summary
+
+
+def test_sigterm_uploads_the_last_segment_then_acknowledges(
+    tmp_path: Path, redis_url: str, s3_server: S3Server
+) -> None:
+    options = S3Options(endpoint_url=s3_server.url, region="us-east-1")
+    bucket = f"drain-{int(time.time() * 1000)}"
+    for key, value in CREDENTIALS.items():
+        os.environ.setdefault(key, value)
+    blocking_client(options).create_bucket(Bucket=bucket)
+    env = crawl_env(tmp_path, s3_server, bucket)
+    # A big, long-lived segment: only the drain can upload it while the test looks.
+    env.update(SCRAPER_S3_SEGMENT_MAX_AGE_S="30", SCRAPER_S3_SEGMENT_BYTES=str(16 << 20))
+    videos = tmp_path / "videos.txt"
+    common = ["--target", "video-list", "--redis-url", redis_url]
+    sim = ["--seed", "3", "--videos", "8", "--comments", "4000", "--latency-ms", "200"]
+    with simulator(env, *sim, "--write-videos", str(videos)) as base_url:
+        corpus = Corpus.generate(seed=3, videos=8, comments=4000)
+        coordinate(env, common, videos, base_url)
+        work = ["--processes", "1", "--concurrency", "8", "--rate-limit", "0", "--drain-timeout", "5"]
+        pod = start_cli(["work", *common, *work], env, cwd=tmp_path)
+        wait_for(lambda: stats_json(redis_url, env)["in_flight"] >= 8, timeout=60)
+        time.sleep(1.0)  # pages done but held: their segment is far from full and young
+        held = stats_json(redis_url, env)
+        assert held["pages_done"] == 0 and held["in_flight"] > 0  # nothing acknowledged before an upload
+        pod.send_signal(signal.SIGTERM)
+        assert pod.wait(timeout=30) == 0
+        after = stats_json(redis_url, env)
+        assert after["in_flight"] == 0 and after["pages_done"] > 0  # uploaded, then acknowledged
+        uploaded = BucketShards(BucketUrl.parse(f"s3://{bucket}/crawls/run1"), "video-list", options)
+        assert len(uploaded.names()) == 1  # the one segment the drain sealed
+        finish = run_cli(["work", *common, *work, "--burst"], env, timeout=300, cwd=tmp_path)
+        assert finish.returncode == 0, finish.stderr
+    export_from_bucket(tmp_path, common, env, corpus.expected_rpids())
