@@ -187,6 +187,16 @@ class S3SegmentSink:
         finally:
             await self._exit.aclose()
             self._client = None
+            stats = self.stats
+            log.info(
+                "%s: %d segments, %d lines, %.1f MiB uploaded (%.2fs of uploads, %d failed attempts)",
+                self.path,
+                stats.segments,
+                stats.lines,
+                stats.bytes / 2**20,
+                stats.upload_s,
+                stats.failures,
+            )
             if self._sealed:
                 log.warning(
                     "%s: %d segments could not be uploaded; their pages stay unacknowledged and will be fetched again",
