@@ -24,9 +24,11 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 
 from scraper.errors import UserError
 from scraper.export_sources import BucketShards, open_source, split_lines
+from scraper.keys import CONSUMER_GROUP, TargetKeys
 from scraper.objectstore import BucketUrl, S3Options, blocking_client
 from scraper.simulator.corpus import Corpus
 from scraper.sinks_s3 import S3SegmentSink, SinkUnavailable
@@ -293,13 +295,30 @@ def export_from_bucket(tmp_path: Path, common: list[str], env: dict[str, str], e
     return exported_run.stdout
 
 
-def test_crawl_to_a_bucket_survives_a_killed_worker(tmp_path: Path, redis_url: str, s3_server: S3Server) -> None:
-    options = S3Options(endpoint_url=s3_server.url, region="us-east-1")
-    for key, value in CREDENTIALS.items():  # for this process's own client
-        os.environ.setdefault(key, value)
-    bucket = f"crawl-{int(time.time() * 1000)}"
-    blocking_client(options).create_bucket(Bucket=bucket)
+def uploader_pids(source: BucketShards) -> set[int]:
+    """The worker processes that uploaded segments (``<host>-<pid>-<start ms>-<seq>.jsonl``)."""
+    try:
+        names = source.names()
+    except UserError:  # nothing uploaded yet
+        return set()
+    return {int(name.rsplit("-", 3)[1]) for name in names}
+
+
+def pending_pids(redis_url: str) -> set[int]:
+    """Worker processes with pages delivered and not yet acknowledged (consumer ``<host>-<pid>-<n>``)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        consumers = client.xpending(TargetKeys("video-list", "scraper").tasks, CONSUMER_GROUP)["consumers"]
+    finally:
+        client.close()
+    return {int(c["name"].decode().rsplit("-", 2)[1]) for c in consumers if int(c["pending"]) > 0}
+
+
+def test_crawl_to_a_bucket_survives_a_killed_worker(
+    tmp_path: Path, redis_url: str, s3_server: S3Server, s3_options: S3Options, bucket: str
+) -> None:
     env = crawl_env(tmp_path, s3_server, bucket)
+    source = BucketShards(BucketUrl.parse(f"s3://{bucket}/crawls/run1"), "video-list", s3_options)
     videos = tmp_path / "videos.txt"
     common = ["--target", "video-list", "--redis-url", redis_url]
     sim = ["--seed", str(SEED), "--videos", str(VIDEOS), "--comments", str(COMMENTS), "--latency-ms", "50"]
@@ -308,33 +327,35 @@ def test_crawl_to_a_bucket_survives_a_killed_worker(tmp_path: Path, redis_url: s
         coordinate(env, common, videos, base_url)
         pod = start_cli(["work", *common, *WORK, "--burst"], env, cwd=tmp_path)
         beats = tmp_path / "heartbeat"
-        wait_for(
-            lambda: stats_json(redis_url, env)["pages_done"] >= 40 and len(worker_children(pod.pid, beats)) == 2,
-            timeout=60,
-        )
-        victim = worker_children(pod.pid, beats)[0]
+
+        def holding_uploader() -> int | None:
+            """A child that uploaded already and holds unacknowledged pages right now."""
+            children = worker_children(pod.pid, beats)
+            if len(children) < 2:
+                return None
+            uploaded = uploader_pids(source)
+            holding = pending_pids(redis_url)
+            return next((pid for pid in children if pid in uploaded and pid in holding), None)
+
+        wait_for(lambda: holding_uploader() is not None, timeout=60)
+        victim = holding_uploader()
+        assert victim is not None
         os.kill(victim, signal.SIGKILL)  # its open segment and held acknowledgements die with it
+        assert stats_json(redis_url, env)["pages_done"] > 0  # pages acknowledged after their uploads
         assert pod.wait(timeout=240) == 0, pod.communicate()[1]
 
     final = stats_json(redis_url, env)
     assert (final["queued"], final["in_flight"], final["delayed"], final["dead"]) == (0, 0, 0, 0)
     assert final["reclaimed"] > 0  # the killed child's unacknowledged pages were taken over
-    source = BucketShards(BucketUrl.parse(f"s3://{bucket}/crawls/run1"), "video-list", options)
-    stems = {name.rsplit("-", 1)[0] for name in source.names()}
-    assert len(stems) >= 3  # two children and the one started in place of the killed one
+    assert victim in uploader_pids(source)
     assert not (tmp_path / "s3:").exists() and not (tmp_path / "output").exists()  # nothing written locally
     summary = export_from_bucket(tmp_path, common, env, corpus.expected_rpids())
     assert "0 partial lines skipped" in summary
 
 
 def test_sigterm_uploads_the_last_segment_then_acknowledges(
-    tmp_path: Path, redis_url: str, s3_server: S3Server
+    tmp_path: Path, redis_url: str, s3_server: S3Server, s3_options: S3Options, bucket: str
 ) -> None:
-    options = S3Options(endpoint_url=s3_server.url, region="us-east-1")
-    bucket = f"drain-{int(time.time() * 1000)}"
-    for key, value in CREDENTIALS.items():
-        os.environ.setdefault(key, value)
-    blocking_client(options).create_bucket(Bucket=bucket)
     env = crawl_env(tmp_path, s3_server, bucket)
     # A big, long-lived segment: only the drain can upload it while the test looks.
     env.update(SCRAPER_S3_SEGMENT_MAX_AGE_S="30", SCRAPER_S3_SEGMENT_BYTES=str(16 << 20))
@@ -354,7 +375,7 @@ def test_sigterm_uploads_the_last_segment_then_acknowledges(
         assert pod.wait(timeout=30) == 0
         after = stats_json(redis_url, env)
         assert after["in_flight"] == 0 and after["pages_done"] > 0  # uploaded, then acknowledged
-        uploaded = BucketShards(BucketUrl.parse(f"s3://{bucket}/crawls/run1"), "video-list", options)
+        uploaded = BucketShards(BucketUrl.parse(f"s3://{bucket}/crawls/run1"), "video-list", s3_options)
         assert len(uploaded.names()) == 1  # the one segment the drain sealed
         finish = run_cli(["work", *common, *work, "--burst"], env, timeout=300, cwd=tmp_path)
         assert finish.returncode == 0, finish.stderr
