@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from scraper.errors import RuntimeFailure
+from scraper.errors import RuntimeFailure, UserError
 from scraper.objectstore import BucketUrl, S3Options, client_kwargs, config_kwargs
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,17 @@ class S3SegmentSink:
         from aiobotocore.config import AioConfig  # noqa: PLC0415
         from aiobotocore.session import get_session  # noqa: PLC0415
 
+        session = get_session()
+        # Fail at start, not at the first upload: a worker without credentials
+        # would fetch pages it can never acknowledge. (This finds IRSA's token
+        # file without calling STS; that waits for the first request.)
+        if await session.get_credentials() is None:
+            raise UserError(
+                f"{self.location}: no credentials for the bucket (set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or use IRSA / EKS Pod Identity)"
+            )
         config = AioConfig(max_pool_connections=4, **config_kwargs(self.options))
-        creator = get_session().create_client("s3", config=config, **client_kwargs(self.options))
+        creator = session.create_client("s3", config=config, **client_kwargs(self.options))
         self._client = await self._exit.enter_async_context(creator)
 
     # ---- the hot path: memory only ------------------------------------------

@@ -248,6 +248,19 @@ def test_missing_bucket_or_prefix_is_one_clear_line(bucket: str, s3_options: S3O
         open_source(f"s3://{bucket}/typo", "t", s3_options).names()
 
 
+async def test_no_credentials_fails_at_start(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    sink = S3SegmentSink(BucketUrl.parse("s3://some-bucket/p"), "t", S3Options(endpoint_url=s3_server.url))
+    with pytest.raises(UserError, match="s3://some-bucket/p: no credentials for the bucket"):
+        await sink.open()
+
+
 def test_split_lines_recuts_chunks() -> None:
     chunks = [b'{"a":1}\n{"b"', b":2}\n", b"", b'{"c":3}\n{"d"']
     assert list(split_lines(chunks)) == [b'{"a":1}\n', b'{"b":2}\n', b'{"c":3}\n', b'{"d"']
