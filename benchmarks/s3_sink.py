@@ -35,9 +35,11 @@ import orjson
 import psutil
 from _procs import PrivateRedis, free_port, run_measured, scraper_command
 
-from scraper.objectstore import BucketUrl, S3Options, blocking_client
-from scraper.simulator.corpus import Corpus
-from scraper.sinks_s3 import S3SegmentSink
+sys.path.insert(0, str(h.REPO))  # this checkout's code, whatever the venv's editable install points at
+
+from scraper.objectstore import BucketUrl, S3Options, blocking_client  # noqa: E402
+from scraper.simulator.corpus import Corpus  # noqa: E402
+from scraper.sinks_s3 import S3SegmentSink  # noqa: E402
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -77,22 +79,25 @@ class Moto:
 def crawl(
     sink: str, job: h.Job, sim: h.Simulator, moto: Moto, workdir: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
     redis = PrivateRedis(workdir / f"redis-{sink}").start()
     env = {**os.environ, **CREDENTIALS, "SCRAPER_WORKER_HEARTBEAT_DIR": str(workdir / "heartbeat")}
+    env["SCRAPER_CONFIG_DIR"] = str(h.REPO / "config")
+    env["PYTHONPATH"] = str(h.REPO)  # this checkout's code, whatever the venv's editable install points at
     env["SCRAPER_S3_ENDPOINT_URL"] = moto.url
     output = str(workdir / f"out-{sink}")
     if sink == "s3":
         bucket = f"bench-{int(time.time() * 1000)}"
         blocking_client(S3Options(endpoint_url=moto.url, region="us-east-1")).create_bucket(Bucket=bucket)
         output = f"s3://{bucket}/run"
-    common = ["--target", "video-list", "--redis-url", redis.url, "--log-level", "WARNING", "--output-dir", output]
+    common = ["--target", "video-list", "--redis-url", redis.url, "--log-level", "WARNING"]
     cli = scraper_command()
     try:
         coordinate = [*cli, "coordinate", *common, "--videos", str(job.workdir / "videos.txt"), "--base-url", sim.url]
         subprocess.run(coordinate, env=env, check=True, capture_output=True, cwd=workdir)
         moto_before = moto.cpu_s()
         work = [
-            *cli, "work", *common, "--processes", str(args.processes), "--concurrency", str(args.concurrency),
+            *cli, "work", *common, "--output-dir", output, "--processes", str(args.processes), "--concurrency", str(args.concurrency),
             "--burst", "--rate-limit", "0", "--base-url", sim.url,
         ]  # fmt: skip
         measured, log = run_measured(work, cwd=workdir, env=env, timeout_s=args.timeout)
@@ -100,7 +105,7 @@ def crawl(
         if measured.returncode != 0:
             raise RuntimeError(f"work ({sink}) exited {measured.returncode}: {log[-2000:]}")
         export_file = workdir / f"export-{sink}.jsonl"
-        export = [*cli, "export", *common, "--output", str(export_file)]
+        export = [*cli, "export", *common, "--output-dir", output, "--output", str(export_file)]
         exported = subprocess.run(export, env=env, capture_output=True, text=True, check=False)
         if exported.returncode != 0:
             raise RuntimeError(f"export ({sink}): {exported.stderr}")
