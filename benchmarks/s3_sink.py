@@ -30,16 +30,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import _harness as h
+# This checkout's code, whatever the venv's editable install points at (before
+# _harness, which imports the scraper package).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import _harness as h  # noqa: E402
 import orjson
 import psutil
 from _procs import PrivateRedis, free_port, run_measured, scraper_command
 
-sys.path.insert(0, str(h.REPO))  # this checkout's code, whatever the venv's editable install points at
-
-from scraper.objectstore import BucketUrl, S3Options, blocking_client  # noqa: E402
-from scraper.simulator.corpus import Corpus  # noqa: E402
-from scraper.sinks_s3 import S3SegmentSink  # noqa: E402
+from scraper.objectstore import BucketUrl, S3Options, blocking_client
+from scraper.simulator.corpus import Corpus
+from scraper.sinks_s3 import S3SegmentSink
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -97,8 +99,8 @@ def crawl(
         subprocess.run(coordinate, env=env, check=True, capture_output=True, cwd=workdir)
         moto_before = moto.cpu_s()
         work = [
-            *cli, "work", *common, "--output-dir", output, "--processes", str(args.processes), "--concurrency", str(args.concurrency),
-            "--burst", "--rate-limit", "0", "--base-url", sim.url,
+            *cli, "work", *common, "--output-dir", output, "--processes", str(args.processes),
+            "--concurrency", str(args.concurrency), "--burst", "--rate-limit", "0", "--base-url", sim.url,
         ]  # fmt: skip
         measured, log = run_measured(work, cwd=workdir, env=env, timeout_s=args.timeout)
         moto_cpu = moto.cpu_s() - moto_before
