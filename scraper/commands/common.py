@@ -159,7 +159,14 @@ def settings_for(args: argparse.Namespace, *, target: bool = True) -> Settings:
 
 
 def output_dir(settings: Settings) -> Settings:
-    """The output folder, absolute (children may run elsewhere) and writable."""
+    """The output folder, absolute (children may run elsewhere) and writable.
+
+    An ``s3://`` output has nothing local to create or probe: each worker
+    checks its credentials when its sink opens."""
+    from scraper.objectstore import is_bucket_url  # noqa: PLC0415
+
+    if is_bucket_url(settings.worker.output_dir):
+        return settings
     output = settings.resolve(os.path.expanduser(settings.worker.output_dir))
     try:
         output.mkdir(parents=True, exist_ok=True)
