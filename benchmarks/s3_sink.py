@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/s3_sink.py                       # 200 videos, 333,000 comments (~16.6k pages), 50 ms
     .venv/bin/python benchmarks/s3_sink.py --latency-ms 0 --rounds 1
+    .venv/bin/python benchmarks/s3_sink.py --videos 40 --comments 60000   # ~3,000 pages: a quick look
 
 Each round runs, for each sink in turn (alternating the order), a fresh
 private redis-server, ``scraper coordinate``, ``scraper work --burst
@@ -10,8 +11,10 @@ private redis-server, ``scraper coordinate``, ``scraper work --burst
 process: a real store's CPU is not on this box, moto's is, and it is shown
 apart), then ``scraper export`` checked exact against the corpus.
 
+Segments are cut by size, age, the short hold of finished pages
+(``s3.hold_s``) or an idle worker: the crawl's objects are counted.
 Then the upload's own CPU: this process uploads the exported lines through
-``S3SegmentSink`` in 20-comment pages and 16 MiB segments, and the CPU of the
+``S3SegmentSink`` in 20-comment pages and segments of the crawl's mean size, and the CPU of the
 commits alone (signing, HTTP, MD5 in its thread; ``time.process_time``) is
 divided by the pages. Writes ``results/s3_sink.md``.
 """
@@ -112,9 +115,12 @@ def crawl(
         if exported.returncode != 0:
             raise RuntimeError(f"export ({sink}): {exported.stderr}")
         check = h.check_output(export_file, job.expected)
+        segments = segment_sizes(moto, output) if sink == "s3" else []
     finally:
         redis.stop()
     return {
+        "segments": len(segments),
+        "segment_kb": statistics.mean(segments) / 1024 if segments else 0.0,
         "sink": sink,
         "wall_s": measured.wall_s,
         "pages_per_s": job.pages / measured.wall_s,
@@ -126,11 +132,21 @@ def crawl(
     }
 
 
-async def upload_cpu(export_file: Path, moto: Moto) -> dict[str, float]:
-    """CPU of the commits alone, per 20-comment page, in this process."""
+def segment_sizes(moto: Moto, output: str) -> list[int]:
+    """Sizes of the objects a crawl uploaded (segments are cut by size, age, the hold or idleness)."""
+    location = BucketUrl.parse(output)
+    client = blocking_client(S3Options(endpoint_url=moto.url, region="us-east-1"))
+    sizes: list[int] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=location.prefix):
+        sizes.extend(int(item["Size"]) for item in page.get("Contents", ()))
+    return sizes
+
+
+async def upload_cpu(export_file: Path, moto: Moto, segment_bytes: int) -> dict[str, float]:
+    """CPU of the commits alone, per 20-comment page, in this process, in segments of the crawl's mean size."""
     records = [orjson.loads(line) for line in export_file.read_bytes().splitlines() if line]
     pages = [records[i : i + 20] for i in range(0, len(records), 20)]
-    options = S3Options(endpoint_url=moto.url, region="us-east-1")
+    options = S3Options(endpoint_url=moto.url, region="us-east-1", segment_bytes=max(segment_bytes, 64 * 1024))
     bucket = f"upload-{int(time.time() * 1000)}"
     blocking_client(options).create_bucket(Bucket=bucket)
     sink = S3SegmentSink(BucketUrl.parse(f"s3://{bucket}/run"), "video-list", options, hold_s=3600)
@@ -189,7 +205,8 @@ def main() -> int:
                         f"CPU ms/page (moto {row['moto_cpu_ms_per_page']:.3f}), {row['check']}",
                         flush=True,
                     )
-        upload = asyncio.run(upload_cpu(rows["s3"][-1]["export_file"], moto))
+        last = rows["s3"][-1]
+        upload = asyncio.run(upload_cpu(last["export_file"], moto, int(last["segment_kb"] * 1024)))
     finally:
         moto.close()
 
@@ -208,8 +225,8 @@ def main() -> int:
         "| sink | pages/s | CPU ms/page (work tree) | store CPU ms/page (moto) |",
         "|---|---|---|---|",
         f"| local disk | {med('local', 'pages_per_s'):,.0f} | {local_cpu:.3f} | - |",
-        f"| s3 (16 MiB segments) | {med('s3', 'pages_per_s'):,.0f} | {s3_cpu:.3f} | "
-        f"{med('s3', 'moto_cpu_ms_per_page'):.3f} |",
+        f"| s3 ({med('s3', 'segments'):,.0f} segments of {med('s3', 'segment_kb'):,.0f} KiB) | "
+        f"{med('s3', 'pages_per_s'):,.0f} | {s3_cpu:.3f} | {med('s3', 'moto_cpu_ms_per_page'):.3f} |",
         "",
         f"Upload alone ({upload['pages']:,} pages, {upload['segments']} segments, {upload['mb']:.1f} MiB, "
         f"this process): {upload['upload_us_per_page']:.1f} µs CPU per page for the commits "
