@@ -13,7 +13,6 @@ import orjson
 from scraper.simulator.corpus import Corpus
 from tests.helpers import cli_env, coordinate, simulator
 
-
 SESSION = "test-session"
 
 
@@ -40,7 +39,8 @@ def crawl(tmp_path: Path, redis_url: str, *, seed: int, videos: int, comments: i
     env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
     video_file = tmp_path / "videos.txt"
     common = ["--target", "video-list", "--redis-url", redis_url]
-    args = ["--session", SESSION, "--seed", str(seed), "--videos", str(videos), "--comments", str(comments), "--write-videos"]
+    args = ["--session", SESSION, "--seed", str(seed), "--videos", str(videos), "--comments", str(comments)]
+    args.append("--write-videos")
     with simulator(env, *args, str(video_file), *sim) as base_url:
         corpus = Corpus.generate(seed=seed, videos=videos, comments=comments)
         coordinate(env, common, video_file, base_url)

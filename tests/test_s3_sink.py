@@ -365,7 +365,9 @@ def crawl_env(tmp_path: Path, s3_server: S3Server, bucket: str) -> dict[str, str
 
 def export_from_bucket(tmp_path: Path, common: list[str], env: dict[str, str], expected: set[int]) -> str:
     export_file = tmp_path / "all.jsonl"
-    exported_run = run_cli(["export", *common, "--output", str(export_file)], env)
+    # The flag, as a user would give it (the environment names the same bucket).
+    location = ["--output-dir", env["SCRAPER_OUTPUT_DIR"]]
+    exported_run = run_cli(["export", *common, *location, "--output", str(export_file)], env, cwd=tmp_path)
     assert exported_run.returncode == 0, exported_run.stderr
     rpids = exported_rpids(export_file)
     assert len(rpids) == len(set(rpids))

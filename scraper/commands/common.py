@@ -94,8 +94,14 @@ def work_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _flag_path(value: Any) -> str | None:
-    """A path given on the command line is relative to the current directory."""
-    return str(Path(value).expanduser().absolute()) if isinstance(value, str) else None
+    """A path given on the command line is relative to the current directory (a bucket URL is no path)."""
+    from scraper.objectstore import is_bucket_url  # noqa: PLC0415
+
+    if not isinstance(value, str):
+        return None
+    if is_bucket_url(value):
+        return value
+    return str(Path(value).expanduser().absolute())
 
 
 def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
