@@ -13,8 +13,6 @@ import orjson
 from scraper.simulator.corpus import Corpus
 from tests.helpers import cli_env, coordinate, simulator
 
-SESSION = "test-session"
-
 
 @dataclass
 class Crawl:
@@ -35,13 +33,11 @@ class Crawl:
 def crawl(tmp_path: Path, redis_url: str, *, seed: int, videos: int, comments: int, sim: tuple[str, ...] = ()
           ) -> Iterator[Crawl]:  # fmt: skip
     """A simulator with a known corpus, its videos enqueued by the coordinator."""
-    # The real-service simulator answers only a logged-in crawler (issue 10).
-    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
+    env = cli_env(tmp_path)
     video_file = tmp_path / "videos.txt"
     common = ["--target", "video-list", "--redis-url", redis_url]
-    args = ["--session", SESSION, "--seed", str(seed), "--videos", str(videos), "--comments", str(comments)]
-    args.append("--write-videos")
+    args = ["--seed", str(seed), "--videos", str(videos), "--comments", str(comments), "--write-videos"]
     with simulator(env, *args, str(video_file), *sim) as base_url:
         corpus = Corpus.generate(seed=seed, videos=videos, comments=comments)
         coordinate(env, common, video_file, base_url)
-        yield Crawl(env, common, tmp_path / "out", base_url, corpus.all_rpids(), redis_url)
+        yield Crawl(env, common, tmp_path / "out", base_url, corpus.expected_rpids(), redis_url)
