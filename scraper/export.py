@@ -29,6 +29,11 @@ of the budget, then go to files in a temporary folder next to the destination
 ``worker.export_memory_mb`` (default 32 MB; ``SCRAPER_WORKER_EXPORT_MEMORY_MB``);
 the interpreter and the CLI's imports add ~30 MB of their own.
 
+Shards come from a ``ShardSource`` (``scraper.export_sources``): the local
+output folder or an S3-compatible bucket (``worker.output_dir = s3://...``).
+Either is read front to back, twice (scan, copy), never seeked in; a bucket
+object streams in chunks and is never held whole.
+
 Output order: the order of the shards (by name) and of the lines in them, each
 comment where its kept copy was read; the same whatever the budget.
 
@@ -54,6 +59,7 @@ from typing import IO, Any
 import orjson
 
 from scraper.errors import RuntimeFailure, UserError
+from scraper.export_sources import LocalShards, ShardSource
 
 CSV_COLUMNS = ["rpid", "oid", "bvid", "root", "parent", "mid", "uname", "level", "message", "ctime", "like", "rcount"]
 FORMATS = ("jsonl", "csv", "excel")
@@ -168,7 +174,7 @@ class _Drops:
 
 
 def _scan(
-    paths: list[Path], sizes: list[int], index: _Spill, shift: int, drops: _Drops, chunk_bytes: int
+    source: ShardSource, shards: list[tuple[str, int]], index: _Spill, shift: int, drops: _Drops, chunk_bytes: int
 ) -> tuple[int, int]:
     """Pass 1: an index record per valid line, a drop per invalid one. Returns (lines,
     skipped). A shard is read up to the size it had before the export: a line
@@ -176,41 +182,36 @@ def _scan(
     lines = skipped = buffered = 0
     buffers, flush_bytes = index.buffers, index.flush_bytes
     loads, pack = orjson.loads, _RECORD.pack
-    for shard, (path, size) in enumerate(zip(paths, sizes)):
+    for shard, (name, size) in enumerate(shards):
         position = shard << _OFFSET_BITS
         carry = b""
-        with open(path, "rb", buffering=0) as handle:
-            while size > 0:
-                chunk = handle.read(min(chunk_bytes, size))
-                if not chunk:
-                    break
-                size -= len(chunk)
-                pieces = (carry + chunk).split(b"\n")
-                carry = pieces.pop()  # the start of a line the next chunk ends
-                for line in pieces:
-                    lines += 1
-                    length = len(line) + 1
-                    try:
-                        record = loads(line)
-                        rpid = record["rpid"]
-                        crawled_at = record.get("crawled_at") or 0
-                        entry = pack(
-                            h := ((rpid if type(rpid) is int else int(rpid)) * _MIX) & _MASK,
-                            crawled_at if type(crawled_at) is int else int(crawled_at),
-                            position,
-                            length,
-                        )
-                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, struct.error):
-                        skipped += 1  # not a JSON object with an integer rpid (and crawled_at)
-                        drops.add(position, length)
-                        position += length
-                        continue
-                    buffers[h >> shift] += entry
+        for chunk in source.chunks(name, size, chunk_bytes):
+            pieces = (carry + chunk).split(b"\n")
+            carry = pieces.pop()  # the start of a line the next chunk ends
+            for line in pieces:
+                lines += 1
+                length = len(line) + 1
+                try:
+                    record = loads(line)
+                    rpid = record["rpid"]
+                    crawled_at = record.get("crawled_at") or 0
+                    entry = pack(
+                        h := ((rpid if type(rpid) is int else int(rpid)) * _MIX) & _MASK,
+                        crawled_at if type(crawled_at) is int else int(crawled_at),
+                        position,
+                        length,
+                    )
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, struct.error):
+                    skipped += 1  # not a JSON object with an integer rpid (and crawled_at)
+                    drops.add(position, length)
                     position += length
-                    buffered += 32
-                    if buffered > flush_bytes:
-                        index.flush()
-                        buffered = 0
+                    continue
+                buffers[h >> shift] += entry
+                position += length
+                buffered += 32
+                if buffered > flush_bytes:
+                    index.flush()
+                    buffered = 0
         if carry:  # no newline: cut by a kill mid-write (or still being written)
             lines += 1
             skipped += 1
@@ -239,27 +240,30 @@ def _losers(records: bytes | bytearray) -> Iterator[tuple[int, int]]:
         yield positions[number], lengths[number]
 
 
-def _copy(paths: list[Path], ends: list[int], drops: _Drops, write: Callable[[bytes], None], chunk_bytes: int) -> None:
-    """Pass 3: every shard's bytes up to its size before the export, but its dropped lines."""
-    for shard, (path, end) in enumerate(zip(paths, ends)):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            cursor = 0
-            for offset, length in drops.of_shard(shard):
-                _copy_range(fd, cursor, offset, write, chunk_bytes)
-                cursor = offset + length
-            _copy_range(fd, cursor, end, write, chunk_bytes)
-        finally:
-            os.close(fd)
-
-
-def _copy_range(fd: int, start: int, end: int, write: Callable[[bytes], None], chunk_bytes: int) -> None:
-    while start < end:
-        chunk = os.pread(fd, min(chunk_bytes, end - start), start)
-        if not chunk:
-            break  # the file shrank under us: nothing more to copy
-        write(chunk)
-        start += len(chunk)
+def _copy(
+    source: ShardSource, shards: list[tuple[str, int]], drops: _Drops, write: Callable[[bytes], None], chunk_bytes: int
+) -> None:
+    """Pass 3: every shard's bytes up to its size before the export, but its dropped
+    lines. Each shard is streamed front to back (a bucket object has no cheap
+    random access), the dropped ranges cut out in offset order."""
+    for shard, (name, size) in enumerate(shards):
+        ranges = drops.of_shard(shard)
+        skip = next(ranges, None)
+        offset = 0  # of the chunk's first byte in the shard
+        for chunk in source.chunks(name, size, chunk_bytes):
+            end = offset + len(chunk)
+            cursor = offset
+            while skip is not None and skip[0] < end:
+                start, length = skip
+                if start > cursor:
+                    write(chunk[cursor - offset : start - offset])
+                cursor = max(cursor, start + length)
+                if start + length > end:
+                    break  # the dropped line goes on in the next chunk
+                skip = next(ranges, None)
+            if cursor < end:
+                write(chunk[cursor - offset :])
+            offset = end
 
 
 def _writer(out: IO[Any], fmt: str) -> tuple[Callable[[bytes], None], Callable[[], None]]:
@@ -296,7 +300,7 @@ def _open_output(path: Path, fmt: str) -> IO[Any]:
 
 
 def export(
-    output_dir: Path,
+    output: ShardSource | Path,
     target: str,
     destination: Path,
     fmt: str = "jsonl",
@@ -305,27 +309,26 @@ def export(
 ) -> ExportSummary:
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    paths = shard_files(output_dir, target)
-    if not paths and not (output_dir / target).is_dir():
-        raise UserError(f"{output_dir / target}: no output for target {target!r} (run `scraper work` first)")
+    source = LocalShards(output, target) if isinstance(output, Path) else output
+    shards = source.shards()  # names and sizes, fixed now: lines written later are not exported
     tmp = destination.with_name(destination.name + ".tmp")
     folder: Path | None = None
     duplicates = 0
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        sizes = [path.stat().st_size for path in paths]
+        sizes = [size for _, size in shards]
         bits = partition_bits(sum(sizes), memory_bytes)
         folder = Path(tempfile.mkdtemp(prefix=f".{destination.name}.parts-", dir=destination.parent))
         index = _Spill(folder, "index", 1 << bits, max(memory_bytes // 8, 1024))
         drops = _Drops(folder, sizes, memory_bytes)
-        lines, skipped = _scan(paths, sizes, index, 64 - bits, drops, _chunk_bytes(memory_bytes))
+        lines, skipped = _scan(source, shards, index, 64 - bits, drops, _chunk_bytes(memory_bytes))
         for partition in range(1 << bits):
             for position, length in _losers(index.take(partition)):
                 drops.add(position, length)
                 duplicates += 1
         with _open_output(tmp, fmt) as out:
             write, finish = _writer(out, fmt)
-            _copy(paths, sizes, drops, write, _chunk_bytes(memory_bytes))
+            _copy(source, shards, drops, write, _chunk_bytes(memory_bytes))
             finish()
         os.replace(tmp, destination)  # a reader never sees half an export
     except OSError as exc:
@@ -334,7 +337,7 @@ def export(
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
     return ExportSummary(
-        shards=len(paths),
+        shards=len(shards),
         lines=lines,
         comments=lines - skipped - duplicates,
         duplicates=duplicates,

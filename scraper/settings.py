@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from scraper.errors import UserError
+from scraper.objectstore import BucketUrl, S3Options, is_bucket_url
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "SCRAPER_"
@@ -67,7 +68,7 @@ class WorkerSettings:
     batch_size: int = 32  # XREADGROUP COUNT
     block_ms: int = 500  # XREADGROUP BLOCK
     settle_interval_ms: int = 20  # how often finished pages are flushed + acknowledged
-    output_dir: str = "output"
+    output_dir: str = "output"  # a folder, or s3://BUCKET/PREFIX for object storage ([s3] section)
     fsync: bool = True  # fsync each shard batch before its acknowledgement (README: Faults)
     max_attempts: int = 5
     backoff_base_s: float = 1.0
@@ -122,6 +123,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     target: TargetSettings = field(default_factory=TargetSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    s3: S3Options = field(default_factory=S3Options)
     config_dir: str = "config"
 
     def resolve(self, path: str) -> Path:
@@ -132,7 +134,7 @@ class Settings:
         return Path(self.config_dir).resolve().parent / candidate
 
 
-SECTIONS = ("redis", "http", "worker", "target", "log")
+SECTIONS = ("redis", "http", "worker", "target", "log", "s3")
 
 
 def default_config_dir() -> Path:
@@ -272,7 +274,7 @@ def _absolute_paths(settings: Settings) -> Settings:
     for section, name in PATH_SETTINGS:
         current = getattr(settings, section)
         value = getattr(current, name)
-        if value:
+        if value and not is_bucket_url(value):  # s3://BUCKET/PREFIX is no path
             absolute = str(settings.resolve(os.path.expanduser(value)))
             settings = replace(settings, **{section: replace(current, **{name: absolute})})
     if settings.http.cookie_file:
@@ -344,6 +346,12 @@ NUMBER_RULES: dict[tuple[str, str], Bound] = {
     ("target", "rate_burst"): COUNT,
     ("target", "min_rate"): POSITIVE,
     ("target", "ban_cooldown_s"): NON_NEGATIVE,
+    ("s3", "segment_bytes"): Bound(64 * 1024),  # smaller segments only multiply the PUTs
+    ("s3", "segment_max_age_s"): POSITIVE,
+    ("s3", "hold_s"): POSITIVE,
+    ("s3", "connect_timeout_s"): POSITIVE,
+    ("s3", "read_timeout_s"): POSITIVE,
+    ("s3", "max_attempts"): COUNT,
 }
 # The command-line flag of a setting, where it has one (named in the error).
 FLAGS: dict[tuple[str, str], str] = {
@@ -404,6 +412,9 @@ def _validate(settings: Settings, *, force: bool = False) -> None:
         raise UserError(f"complete_ratio must be in (0, 1], got {settings.target.complete_ratio}")
     if settings.log.format not in ("text", "json"):
         raise UserError(f"log format must be text or json, got {settings.log.format!r}")
+    if is_bucket_url(worker.output_dir):
+        BucketUrl.parse(worker.output_dir)  # one line naming the bad bucket name
+    settings.s3.validate()
 
 
 def as_dict(settings: Settings) -> dict[str, Any]:

@@ -19,14 +19,17 @@ from urllib.parse import urlparse
 
 import aiohttp
 
+from scraper.errors import ScraperError
 from scraper.keys import TargetKeys
 from scraper.logs import setup_logging
 from scraper.metrics import Recorder
+from scraper.objectstore import BucketUrl, is_bucket_url
 from scraper.queue import TaskQueue
 from scraper.ratelimit import RateLimitConfig, build_limiter
 from scraper.redis_conn import async_client
 from scraper.settings import Settings
 from scraper.sinks import JsonlSink, OutputFailure, shard_path
+from scraper.sinks_s3 import S3SegmentSink
 from scraper.targets import load_adapter
 from scraper.targets.base import AdapterContext
 from workers.consumer import Consumer
@@ -82,10 +85,8 @@ async def child_main(spec: ChildSpec, index: int) -> None:
     keys = TargetKeys(settings.target.name, settings.redis.key_prefix)
     name = consumer_name(index, spec.run_id)
     try:
-        sink = JsonlSink(
-            shard_path(Path(settings.worker.output_dir), settings.target.name, index), fsync=settings.worker.fsync
-        )
-    except OutputFailure as exc:
+        sink = await open_sink(settings, index)
+    except ScraperError as exc:  # OutputFailure, or no credentials for the bucket
         log.error("%s: %s: stopping", name, exc)
         _exit_now(EXIT_OUTPUT)
     redis_client = async_client(spec.redis_url, max_connections=64)
@@ -151,13 +152,31 @@ async def child_main(spec: ChildSpec, index: int) -> None:
         code = EXIT_BUG
     finally:
         with contextlib.suppress(OutputFailure):
-            sink.close()
+            if isinstance(sink, S3SegmentSink):
+                await sink.aclose()  # anything left is unacknowledged: fetched again elsewhere
+            else:
+                sink.close()
         await limiter.close()
         await session.close()
         await redis_client.aclose()
     log.info("%s: stopped after %d pages", name, consumer.pages_done)
     if code:
         _exit_now(code)
+
+
+async def open_sink(settings: Settings, index: int) -> JsonlSink | S3SegmentSink:
+    """A local shard, or a bucket sink for an ``s3://`` output (credentials checked now)."""
+    worker = settings.worker
+    if is_bucket_url(worker.output_dir):
+        sink = S3SegmentSink(
+            BucketUrl.parse(worker.output_dir),
+            settings.target.name,
+            settings.s3,
+            hold_s=settings.s3.hold_limit_s(worker.claim_idle_s),
+        )
+        await sink.open()
+        return sink
+    return JsonlSink(shard_path(Path(worker.output_dir), settings.target.name, index), fsync=worker.fsync)
 
 
 def dead_after_s(settings: Settings) -> float:

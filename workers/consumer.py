@@ -4,6 +4,10 @@
     -> sink buffer -> settler: flush sink, THEN one settle call (follow-ups,
     retries, dead letters, counters, XACK+XDEL)       (workers.settler)
 
+Object storage (``worker.output_dir = s3://...``): a successful page's
+whole outcome waits for the upload of its lines before it joins the settle
+batch (workers.uploads).
+
 Side loops: promote due retries, keep held claims fresh and take over the
 entries of dead consumers (workers.leases), heartbeat. Every Redis call goes
 through ``RedisGuard`` (workers.redis_policy): one policy per failure class.
@@ -30,6 +34,7 @@ from scraper.ratelimit import Limiter, NullLimiter
 from scraper.settings import Settings
 from scraper.settle import Outcome
 from scraper.sinks import JsonlSink, OutputFailure
+from scraper.sinks_s3 import S3SegmentSink
 from scraper.targets.base import CredentialsRejected, PageResult, Request, SiteAdapter
 from scraper.tasks import Task
 from workers import handback
@@ -42,6 +47,7 @@ from workers.redis_policy import RedisBug, RedisGuard, TargetReset
 from workers.settler import Settler
 from workers.side_loops import SideLoops
 from workers.telemetry import Telemetry
+from workers.uploads import Uploads
 
 log = logging.getLogger(__name__)
 _BURST_BLOCK_MS = 100
@@ -58,7 +64,7 @@ class Consumer:
         queue: TaskQueue,
         session: aiohttp.ClientSession,
         adapter: SiteAdapter,
-        sink: JsonlSink,
+        sink: JsonlSink | S3SegmentSink,
         limiter: Limiter,
         heartbeat: Heartbeat,
         telemetry: Telemetry,
@@ -87,6 +93,11 @@ class Consumer:
             on_settled=self._progressed,
         )
         self.side = SideLoops(self, leases)
+        self.uploads = (
+            Uploads(name=name, settler=self.settler, sink=sink, idle=self._idle)
+            if isinstance(sink, S3SegmentSink)
+            else None
+        )
         self.local: asyncio.Queue[Entry] = asyncio.Queue()
         self.in_flight: dict[bytes, Task] = {}
         self.stopping = asyncio.Event()  # stop claiming (drain or burst done)
@@ -143,6 +154,8 @@ class Consumer:
         settle_stop = asyncio.Event()
         settler = self._spawn(self.settler.run(settle_stop), "settle")
         side = [self._spawn(self.side.maintenance(), "maintenance"), self._spawn(self.side.beat(), "heartbeat")]
+        if self.uploads is not None:
+            side.append(self._spawn(self.uploads.run(), "upload"))
         claimer = self._spawn(self._claim_loop(), "claim")
         await self.stopping.wait()
         if isinstance(self.fatal, TargetReset):  # nothing to settle into: the target is gone
@@ -159,11 +172,17 @@ class Consumer:
             self.settler.sink.discard()
             handback.release_all(self)
         if not isinstance(self.fatal, RedisBug):
+            if self.uploads is not None and self.fatal is None:
+                await self.uploads.last()  # the drained pages' lines, before their settle
             await handback.settle_all(self)
             await handback.hand_back_strays(self)
             await self.guard.call(self.heartbeat.remove)
         if self.fatal is not None:
             raise self.fatal
+
+    def _idle(self) -> bool:
+        """Nothing fetching or queued here: no reason to wait for more lines."""
+        return not self.in_flight and self.local.empty()
 
     def _progressed(self) -> None:
         self.progress_ts = time.time()
@@ -260,7 +279,10 @@ class Consumer:
             outcome.followups.append(result.continuation)
         outcome.counters.update(f"retries:{reason}" for reason in renewed)
         outcome.counters["retries"] += len(renewed)
-        self.settler.pending.add(outcome)  # the settler may have swapped the batch while we awaited
+        if self.uploads is not None and outcome.records:
+            self.uploads.hold(outcome)  # settles once its lines are in the bucket
+        else:
+            self.settler.pending.add(outcome)  # the settler may have swapped the batch while we awaited
         self.pages_done += 1
 
     async def _page(self, task: Task, renewed: list[str]) -> PageResult:

@@ -54,6 +54,7 @@ def release_unsettled(consumer: Consumer) -> None:
 def release_all(consumer: Consumer) -> None:
     """After an output failure: the unwritten outcomes are dropped and their pages go back."""
     consumer.settler.pending = SettleBatch()
+    consumer.settler.waiting = []
     release_unsettled(consumer)
 
 

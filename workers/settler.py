@@ -9,6 +9,10 @@ or an outage never loses it, and the next settle sends it again first.
 settled (local queue, limiter, in flight, in a batch): an entry leaves it only
 when the batch acknowledging it is confirmed, so unsettled pages count against
 the claim capacity and a worker that cannot settle stops claiming.
+
+``waiting`` holds successful outcomes whose lines wait for an upload (object
+storage, workers.uploads); they join ``pending`` once the segment is in the
+bucket, and count as batched meanwhile.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import time
 from collections.abc import Callable
 
 from scraper.queue import SettleBatch, TaskQueue
+from scraper.settle import Outcome
 from scraper.sinks import JsonlSink
+from scraper.sinks_s3 import S3SegmentSink
 from scraper.tasks import Task
 from workers.redis_policy import RedisGuard
 from workers.telemetry import Telemetry
@@ -32,7 +38,7 @@ class Settler:
         self,
         *,
         queue: TaskQueue,
-        sink: JsonlSink,
+        sink: JsonlSink | S3SegmentSink,
         guard: RedisGuard,
         telemetry: Telemetry,
         interval_s: float,
@@ -47,6 +53,7 @@ class Settler:
         self.held: dict[bytes, Task] = {}
         self.pending = SettleBatch()  # outcomes not yet settled; swapped whole
         self.settling: SettleBatch | None = None  # swapped out, not yet confirmed
+        self.waiting: list[Outcome] = []  # done, lines not yet uploaded (object storage)
         self.last_settled = time.time()
         self._lock = asyncio.Lock()
 
@@ -62,6 +69,7 @@ class Settler:
 
     def in_batches(self) -> set[bytes]:
         ids = set(self.pending.acks)
+        ids.update(outcome.entry_id for outcome in self.waiting)
         if self.settling is not None:
             ids.update(self.settling.acks)
         return ids

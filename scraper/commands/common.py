@@ -94,8 +94,14 @@ def work_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _flag_path(value: Any) -> str | None:
-    """A path given on the command line is relative to the current directory."""
-    return str(Path(value).expanduser().absolute()) if isinstance(value, str) else None
+    """A path given on the command line is relative to the current directory (a bucket URL is no path)."""
+    from scraper.objectstore import is_bucket_url  # noqa: PLC0415
+
+    if not isinstance(value, str):
+        return None
+    if is_bucket_url(value):
+        return value
+    return str(Path(value).expanduser().absolute())
 
 
 def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -159,7 +165,14 @@ def settings_for(args: argparse.Namespace, *, target: bool = True) -> Settings:
 
 
 def output_dir(settings: Settings) -> Settings:
-    """The output folder, absolute (children may run elsewhere) and writable."""
+    """The output folder, absolute (children may run elsewhere) and writable.
+
+    An ``s3://`` output has nothing local to create or probe: each worker
+    checks its credentials when its sink opens."""
+    from scraper.objectstore import is_bucket_url  # noqa: PLC0415
+
+    if is_bucket_url(settings.worker.output_dir):
+        return settings
     output = settings.resolve(os.path.expanduser(settings.worker.output_dir))
     try:
         output.mkdir(parents=True, exist_ok=True)

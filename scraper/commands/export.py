@@ -11,7 +11,9 @@ from scraper.commands.common import Subparsers, common_flags
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("export", help="merge the output shards into one file, one line per comment")
     common_flags(p, target=True)
-    p.add_argument("--output-dir", help="where the shards are (default from config: output)")
+    p.add_argument(
+        "--output-dir", help="where the shards are: a folder or s3://BUCKET/PREFIX (default from config: output)"
+    )
     p.add_argument("--output", required=True, help="destination file")
     p.add_argument(
         "--format",
@@ -25,11 +27,11 @@ def register(sub: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from scraper.commands import common  # noqa: PLC0415
     from scraper.export import export  # noqa: PLC0415
+    from scraper.export_sources import open_source  # noqa: PLC0415
 
     settings = common.settings_for(args)
-    output_dir = settings.resolve(settings.worker.output_dir)
     summary = export(
-        output_dir,
+        open_source(settings.worker.output_dir, settings.target.name, settings.s3),
         settings.target.name,
         Path(args.output),
         args.format,

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from scraper.commands.common import Subparsers, common_flags, work_flags
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import redis.asyncio as aioredis
 
     from scraper.settings import Settings
@@ -26,7 +28,7 @@ def register(sub: Subparsers) -> None:
     common_flags(p, target=True)
     work_flags(p)
     p.add_argument("--videos", help="video list file (default from the target's TOML)")
-    p.add_argument("--output", help="export file (default: OUTPUT_DIR/<target>.jsonl)")
+    p.add_argument("--output", help="export file (default: OUTPUT_DIR/<target>.jsonl; ./<target>.jsonl for s3://)")
     p.add_argument(
         "--format",
         choices=["jsonl", "csv", "excel"],
@@ -52,7 +54,6 @@ async def _maybe_simulator(
     import secrets  # noqa: PLC0415
     import sys  # noqa: PLC0415
     from dataclasses import replace  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
     from scraper.reachability import reachable  # noqa: PLC0415
 
@@ -65,8 +66,7 @@ async def _maybe_simulator(
     session = secrets.token_hex(16)
     simulator = await start_simulator(SimulatorOptions(session=session), corpus=Corpus.for_aids(aids, seed=1))
     why = "as asked" if mode == "always" else f"{settings.target.base_url} is unreachable"
-    output_dir = Path(settings.worker.output_dir) / "simulated"
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = simulated_output(settings.worker.output_dir)
     banner = "=" * 72
     print(
         f"{banner}\nSIMULATED DATA: {why}: crawling the bundled simulator at {simulator.url}\n"
@@ -82,10 +82,35 @@ async def _maybe_simulator(
         settings,
         target=replace(settings.target, base_url=simulator.url, rate_limit=rate),
         redis=replace(settings.redis, key_prefix=SIM_PREFIX),
-        worker=replace(settings.worker, output_dir=str(output_dir)),
+        worker=replace(settings.worker, output_dir=output_dir),
         http=replace(settings.http, cookie=f"SESSDATA={session}", cookie_file=""),
     )
     return settings, simulator
+
+
+def simulated_output(output_dir: str) -> str:
+    """Simulated output apart from real output: ``<output>/simulated`` (a folder or a bucket prefix)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from scraper.objectstore import is_bucket_url  # noqa: PLC0415
+
+    if is_bucket_url(output_dir):
+        return output_dir.rstrip("/") + "/simulated"
+    folder = Path(output_dir) / "simulated"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
+
+
+def default_export(settings: Settings) -> Path:
+    """``<output>/<target>.jsonl``; for a bucket output, ``<target>.jsonl`` in the current folder."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from scraper.objectstore import is_bucket_url  # noqa: PLC0415
+
+    name = f"{settings.target.name}.jsonl"
+    if is_bucket_url(settings.worker.output_dir):
+        return Path(name).absolute()
+    return Path(settings.worker.output_dir) / name
 
 
 def _quiet_workers(settings: Settings, explicit_level: bool) -> Settings:
@@ -144,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from scraper.commands.work import nothing_to_do  # noqa: PLC0415
     from scraper.coordinator import coordinate  # noqa: PLC0415
     from scraper.export import export  # noqa: PLC0415
+    from scraper.export_sources import open_source  # noqa: PLC0415
     from scraper.queue import read_counts  # noqa: PLC0415
 
     check_refresh_flags(args)
@@ -158,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
             settings, [v.aid for v in videos.videos], rate_given=args.rate_limit is not None
         )
         # After the fallback: a simulated run has its own keys and output folder.
-        default_output = Path(settings.worker.output_dir) / f"{settings.target.name}.jsonl"
+        default_output = default_export(settings)
         output = Path(args.output).absolute() if args.output else default_output
         keys = common.keys(settings)
         try:
@@ -200,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
             if simulator is not None:
                 await simulator.close()
         result = export(
-            Path(settings.worker.output_dir),
+            open_source(settings.worker.output_dir, settings.target.name, settings.s3),
             settings.target.name,
             output,
             args.format,

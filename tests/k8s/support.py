@@ -44,6 +44,7 @@ OVERLAYS = {
     "prod": K8S / "overlays" / "prod",
     "monitoring": K8S / "overlays" / "monitoring",
     "refresh": K8S / "overlays" / "refresh",
+    "object-storage": K8S / "overlays" / "object-storage",
 }
 # Rendered from a temporary overlay: name -> (resources, components, extra files).
 # "repo-config" is prod plus the component that mounts the repository's
@@ -54,8 +55,8 @@ COMPONENT_OVERLAYS = {
 }
 ALL_RENDERS = [*OVERLAYS, *COMPONENT_OVERLAYS]
 # Where KEDA owns the worker count, so the Deployment must not set one.
-AUTOSCALED = {"base", "prod", "monitoring", "refresh", "repo-config", "refresh-repo-config"}
-WITH_KEDA = {"prod", "monitoring", "refresh", "repo-config", "refresh-repo-config"}
+AUTOSCALED = {"base", "prod", "monitoring", "refresh", "repo-config", "refresh-repo-config", "object-storage"}
+WITH_KEDA = {"prod", "monitoring", "refresh", "repo-config", "refresh-repo-config", "object-storage"}
 # The one Secret that is created by hand (k8s/secret.example.yaml), not rendered.
 EXTERNAL_SECRET = "scraper-secrets"
 SCRAPER_ROLES = ("worker", "coordinator", "exporter")

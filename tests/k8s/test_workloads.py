@@ -97,6 +97,9 @@ def test_worker_probe_metrics_and_output(name: str, renders: dict[str, list[Obj]
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 9100, "targetPort": "metrics"}]
     assert port == 9100
 
+    if name == "object-storage":  # checked below: no volume at all
+        assert env["SCRAPER_OUTPUT_DIR"].startswith("s3://")
+        return
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
     claim = volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"]
@@ -104,6 +107,33 @@ def test_worker_probe_metrics_and_output(name: str, renders: dict[str, list[Obj]
     modes = one(objects, "PersistentVolumeClaim", claim)["spec"]["accessModes"]
     # Many worker pods write shards side by side; only dev (one pod) may use RWO.
     assert modes == (["ReadWriteOnce"] if name == "dev" else ["ReadWriteMany"])
+
+
+def rwx_dependencies(objects: list[Obj]) -> list[str]:
+    """Deployments that mount a claim asking for ReadWriteMany (or a claim not in the render)."""
+    claims = {c["metadata"]["name"]: c["spec"].get("accessModes", []) for c in find(objects, "PersistentVolumeClaim")}
+    problems = []
+    for deployment in find(objects, "Deployment"):
+        for volume in pod_spec(deployment).get("volumes", []):
+            claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+            if claim is None:
+                continue
+            modes = claims.get(claim)
+            if modes is None or "ReadWriteMany" in modes:
+                problems.append(f"{deployment['metadata']['name']} mounts {claim} ({modes or 'not rendered'})")
+    return problems
+
+
+def test_no_deployment_depends_on_an_rwx_claim_in_the_object_storage_overlay(
+    renders: dict[str, list[Obj]],
+) -> None:
+    objects = renders["object-storage"]
+    assert rwx_dependencies(objects) == []
+    assert find(objects, "PersistentVolumeClaim") == []  # nothing left to stay Pending on a block-storage class
+    env = environment(main_container(worker(objects)), objects)
+    assert env["SCRAPER_OUTPUT_DIR"].startswith("s3://")
+    # The same check finds the shared volume of the RWX layout.
+    assert rwx_dependencies(renders["prod"]) == ["scraper-worker mounts scraper-output (['ReadWriteMany'])"]
 
 
 @pytest.mark.parametrize("name", ALL_RENDERS)
