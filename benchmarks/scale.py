@@ -55,9 +55,10 @@ from redis.asyncio.connection import AbstractConnection  # noqa: E402
 
 from scraper.keys import TargetKeys  # noqa: E402
 from scraper.queue import SettleBatch, TaskQueue  # noqa: E402
+from scraper.settle import LedgerDelta, Outcome  # noqa: E402
 from scraper.tasks import MAIN, REPLY, Task  # noqa: E402
 
-MAIN_PAGES = 25  # a video: 25 main pages, each with a two-page sub-reply thread -> 75 pages
+MAIN_PAGES = 25  # a video: a chain of 25 main pages, each with a two-page sub-reply thread -> 75 pages
 PAGES_PER_VIDEO = MAIN_PAGES * 3
 COMMENTS_PER_PAGE = 20
 CONSUMERS = 8
@@ -85,13 +86,33 @@ class RoundTrips:
 
 
 def _followups(task: Task) -> list[Task]:
+    """A video is a chain of main pages (as cursor pages are), each announcing a two-page thread.
+
+    Each page names only pages nobody else names: with settles applied at most
+    once per entry, follow-ups need no dedup set (issue 13)."""
     if task.kind == MAIN:
-        last = MAIN_PAGES if task.page == 1 else min(task.page + 2, MAIN_PAGES)
         thread = Task(kind=REPLY, oid=task.oid, root=task.oid * 1000 + task.page, page=1)
-        return [Task(kind=MAIN, oid=task.oid, page=p) for p in range(task.page + 1, last + 1)] + [thread]
+        chain = [Task(kind=MAIN, oid=task.oid, page=task.page + 1)] if task.page < MAIN_PAGES else []
+        return [*chain, thread]
     if task.page == 1:
         return [Task(kind=REPLY, oid=task.oid, root=task.root, page=2)]
     return []
+
+
+def _outcome(entry_id: bytes, task: Task) -> Outcome:
+    """What a worker would settle for this page: its follow-ups, comments and ledger delta."""
+    if task.kind == MAIN and task.page == MAIN_PAGES and task.oid % 100 == 0:
+        outcome = Outcome(entry_id, task, final={"task": task.encode().decode(), "kind": "closed"})
+        outcome.counters.update({"final:closed": 1, "pages_final": 1})
+        return outcome
+    delta = LedgerDelta()
+    if task.kind == MAIN:
+        delta.threads = [(task.oid * 1000 + task.page, 2 * COMMENTS_PER_PAGE, 2)]
+        if task.page == 1:
+            delta.expected = PAGES_PER_VIDEO * COMMENTS_PER_PAGE
+    outcome = Outcome(entry_id, task, _followups(task), COMMENTS_PER_PAGE, ledger=delta)
+    outcome.counters.update(pages_done=1, comments=COMMENTS_PER_PAGE)
+    return outcome
 
 
 async def _consume(queue: TaskQueue, deadline: float, done: list[int]) -> None:
@@ -104,13 +125,7 @@ async def _consume(queue: TaskQueue, deadline: float, done: list[int]) -> None:
                 return
             continue
         idle = 0
-        batch = SettleBatch(acks=[entry_id for entry_id, _ in entries])
-        for _, task in entries:
-            batch.followups += _followups(task)
-            if task.kind == MAIN and task.page == MAIN_PAGES and task.oid % 100 == 0:
-                batch.final.append({"task": task.encode(), "reason": "closed", "error": "comments closed"})
-        batch.counters.update({"pages_done": len(entries), "comments": COMMENTS_PER_PAGE * len(entries)})
-        await queue.settle(batch)
+        await queue.settle(SettleBatch([_outcome(entry_id, task) for entry_id, task in entries]))
         done[0] += len(entries)
 
 
@@ -162,7 +177,8 @@ async def crawl(url: str, pages: int, timeout_s: float) -> RedisFigures:
     coordinator = TaskQueue(client, keys)
     await coordinator.ensure_group()
     seeds = [Task(kind=MAIN, oid=170_001 + v, page=1, bvid=f"BV{v:010d}") for v in range(videos)]
-    await coordinator.enqueue(seeds)
+    for first in range(0, len(seeds), 500):
+        await coordinator.seed([(task, task.bvid) for task in seeds[first : first + 500]])
     done = [0]
     deadline = start + timeout_s
     await asyncio.gather(*(_consume(TaskQueue(client, keys, f"bench-{n}"), deadline, done) for n in range(CONSUMERS)))
@@ -173,7 +189,8 @@ async def crawl(url: str, pages: int, timeout_s: float) -> RedisFigures:
         for name, calls in _commandstats(await client.info("commandstats")).items()
         if calls > stats_before.get(name, 0)
     }
-    complete = await coordinator.is_drained() and done[0] == videos * PAGES_PER_VIDEO
+    closed = sum(1 for task in seeds if task.oid % 100 == 0)  # their last page is final: no thread
+    complete = await coordinator.is_drained() and done[0] == videos * PAGES_PER_VIDEO - 2 * closed
     await client.memory_purge()
     used_after = int((await client.info("memory"))["used_memory"])
     split_after = await client.memory_stats()
