@@ -9,6 +9,7 @@ is reported complete; without it the crawl ends and says why per video.
 from __future__ import annotations
 
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,17 @@ def test_with_the_session_every_comment_while_keys_rotate(tmp_path: Path, redis_
     out = tmp_path / "out"
     with served(corpus, SimulatorOptions(session=SESSION, latency_ms=30)) as sim:
         coordinate(env, common, write_video_list(corpus, tmp_path / "v.txt"), sim.url)
+        # The crawl starts with the keys it shared yesterday: they rotate before its first signed
+        # request (so at least one -403 and one shared renewal, whatever the timing), and again
+        # every 0.5 s while it runs.
+        keys = orjson.loads(urllib.request.urlopen(f"{sim.url}/_sim/keys", timeout=5).read())
+        stale = {"img_key": keys["img_key"], "sub_key": keys["sub_key"], "version": 1, "fetched_at": time.time()}
+        redis.Redis.from_url(redis_url).hset(TargetKeys("video-list").wbi, mapping=stale)
+        urllib.request.urlopen(urllib.request.Request(f"{sim.url}/_sim/rotate", method="POST"), timeout=5)
         with rotating_keys(sim, every_s=0.5) as rotations:
             logs = _work(env, common, out, "--log-level", "DEBUG")
         answers = sim.stats()["by_code"]
-    assert len(rotations) >= 2
+    assert len(rotations) >= 1
     exported = assert_exported_exactly(tmp_path, common, out, env, corpus.all_rpids())
     code, report, report_text = _report(env, common)
     assert code == 0, report
