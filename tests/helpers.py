@@ -113,12 +113,14 @@ def stats_json(redis_url: str, env: dict[str, str], target: str = "video-list") 
     return orjson.loads(result.stdout)
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.2) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float, interval: float = 0.2):  # type: ignore[no-untyped-def]
+    """Poll until the predicate answers something true; return that answer."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (answer := predicate()):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+    return answer
 
 
 def worker_children(supervisor_pid: int, heartbeat_dir: Path) -> list[int]:

@@ -6,6 +6,8 @@ import os
 import signal
 from pathlib import Path
 
+import redis
+
 from tests.conftest import RedisServer
 from tests.faults_support import crawl
 from tests.helpers import assert_exported_exactly, run_cli, start_cli, stats_json, wait_for
@@ -67,11 +69,20 @@ def test_killed_child_is_marked_dead_by_its_supervisor(tmp_path: Path, redis_url
         beats = tmp_path / "heartbeat"
         args = ["--processes", "2", "--concurrency", "16", "--rate-limit", "0", "--claim-idle", "600"]
         pod = start_cli(["work", *c.common, *args, "--burst", "--output-dir", str(c.out)], c.env)
-        wait_for(
-            lambda: stats_json(redis_url, c.env)["pages_done"] >= 30 and len(worker_children(pod.pid, beats)) == 2,
-            timeout=60,
-        )
-        os.kill(worker_children(pod.pid, beats)[0], signal.SIGKILL)
+        admin = redis.Redis.from_url(redis_url)
+
+        def holder() -> int | None:
+            """A live child that holds pages right now (one still warming up holds
+            none, and killing it would prove nothing)."""
+            children = worker_children(pod.pid, beats)
+            if stats_json(redis_url, c.env)["pages_done"] < 30 or len(children) != 2:
+                return None
+            summary = admin.xpending("scraper:{video-list}:tasks", "workers")
+            held = {int(row["name"].decode().rsplit("-", 2)[1]): row["pending"] for row in summary["consumers"]}
+            return next((pid for pid in children if held.get(pid, 0) >= 4), None)
+
+        os.kill(wait_for(holder, timeout=60), signal.SIGKILL)
+        admin.close()
         assert pod.wait(timeout=120) == 0
         _, stderr = pod.communicate()
         assert "pages of dead consumers" in stderr
