@@ -1,5 +1,6 @@
 """Issue 10's figures: requests against the fewest possible, -403/-352 share while keys
-rotate, and the seed-size job through the cursor path next to the legacy path.
+rotate, and the seed-size job through each root paging (auto, the default; cursor;
+pages) next to the legacy path.
 
 Each case starts `scraper simulate` (its own process, 127.0.0.1) and an embedded
 redis-server in a temporary state folder, runs `coordinate` + `work --burst`, and
@@ -7,7 +8,7 @@ reads the simulator's /_sim/stats and the output's `crawled_at` stamps.
 
     python benchmarks/issue10.py requests      # ~30 videos: requests / minimal (target <= 1.1)
     python benchmarks/issue10.py rotation      # keys rotating every 3 s, 50 ms latency
-    python benchmarks/issue10.py seed          # 200 videos / 333k comments at 50 ms: cursor vs legacy
+    python benchmarks/issue10.py seed          # 200 videos / 333k comments at 50 ms: every paging
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def main() -> None:
     if args.case == "requests":
         corpus = Corpus.generate(seed=30, videos=30, comments=40_000)
         minimal = corpus.minimal_requests()
-        for paging in ("cursor", "pages"):
+        for paging in ("auto", "cursor", "pages"):
             sim = ["--seed", "30", "--videos", "30", "--comments", "40000", "--session", SESSION]
             result = crawl(sim, {**cookie, "SCRAPER_TARGET_ROOT_PAGING": paging}, work)
             print(orjson.dumps(result).decode())
@@ -112,16 +113,23 @@ def main() -> None:
                   f"comments {result['comments']} of {len(corpus.all_rpids())}")  # fmt: skip
     elif args.case == "rotation":
         sim = ["--seed", "31", "--videos", "30", "--comments", "40000", "--session", SESSION]
-        result = crawl([*sim, "--latency-ms", "50", "--key-rotate-s", "3"], cookie, work)
-        refused = result["by_code"].get("-403", 0) + result["by_code"].get("-352", 0)
-        print(orjson.dumps(result).decode())
-        print(f"-403/-352: {refused} of {result['requests']} requests = {100 * refused / result['requests']:.2f}%")
+        for paging in ("auto", "cursor"):  # cursor: every root page signed, the worst case
+            paged = {**cookie, "SCRAPER_TARGET_ROOT_PAGING": paging}
+            result = crawl([*sim, "--latency-ms", "50", "--key-rotate-s", "3"], paged, work)
+            refused = result["by_code"].get("-403", 0) + result["by_code"].get("-352", 0)
+            print(orjson.dumps(result).decode())
+            print(f"{paging}: -403/-352: {refused} of {result['requests']} requests = "
+                  f"{100 * refused / result['requests']:.2f}%")  # fmt: skip
     else:
         sim = ["--seed", "1", "--videos", "200", "--comments", "333000", "--latency-ms", "50"]
-        cursor = crawl([*sim, "--session", SESSION], cookie, work)
-        pages = crawl([*sim, "--session", SESSION], {**cookie, "SCRAPER_TARGET_ROOT_PAGING": "pages"}, work)
-        legacy = crawl([*sim, "--profile", "legacy-open"], {"SCRAPER_TARGET_ROOT_PAGING": "legacy"}, work)
-        cases = (("cursor, real profile", cursor), ("pages, real profile", pages), ("legacy, open profile", legacy))
+        real, open_ = [*sim, "--session", SESSION], [*sim, "--profile", "legacy-open"]
+        cases = [
+            ("auto, real profile", crawl(real, cookie, work)),
+            ("auto, open profile", crawl(open_, {}, work)),
+            ("cursor, real profile", crawl(real, {**cookie, "SCRAPER_TARGET_ROOT_PAGING": "cursor"}, work)),
+            ("pages, real profile", crawl(real, {**cookie, "SCRAPER_TARGET_ROOT_PAGING": "pages"}, work)),
+            ("legacy, open profile", crawl(open_, {"SCRAPER_TARGET_ROOT_PAGING": "legacy"}, work)),
+        ]
         for name, result in cases:
             share = result["longest_video_s"] / result["seconds"] if result["seconds"] else 0
             print(

@@ -20,6 +20,7 @@ from scraper.refresh import refuse_if_running, seed_refresh
 from scraper.settings import Settings
 from scraper.stats import mark_new_crawl
 from scraper.targets import load_adapter
+from scraper.tasks import CURSOR
 from scraper.videos import VideoList, read_video_list
 
 
@@ -50,7 +51,8 @@ async def coordinate(
     if refresh:
         await refuse_if_running(client, keys)
         await mark_new_crawl(client, keys, "deep refresh" if deep else "refresh")
-        seeded = await seed_refresh(client, keys, tasks, deep=deep)
+        chain_kind = CURSOR if settings.target.root_paging == "auto" else ""
+        seeded = await seed_refresh(client, keys, tasks, deep=deep, chain_kind=chain_kind)
         enqueued, refreshed = seeded.full + seeded.refreshed, seeded.refreshed
     else:
         enqueued = await queue.seed([(task, task.bvid) for task in tasks])

@@ -90,8 +90,14 @@ async def refuse_if_running(client: aioredis.Redis, keys: TargetKeys) -> None:
         )
 
 
-async def seed_refresh(client: aioredis.Redis, keys: TargetKeys, tasks: list[Task], *, deep: bool) -> RefreshSeeded:
-    """Seed the first page of every video: from its watermark if it has one, from scratch otherwise."""
+async def seed_refresh(
+    client: aioredis.Redis, keys: TargetKeys, tasks: list[Task], *, deep: bool, chain_kind: str = ""
+) -> RefreshSeeded:
+    """Seed the first page of every video: from its watermark if it has one, from scratch otherwise.
+
+    ``chain_kind``: the kind of page a refresh starts from when it differs from a
+    full crawl's (auto paging crawls by page number, refreshes newest first by cursor).
+    """
     full = refreshed = 0
     chunk = 200  # bound one script's run time: it blocks the server
     position = int(await client.zcard(keys.videos))
@@ -102,7 +108,12 @@ async def seed_refresh(client: aioredis.Redis, keys: TargetKeys, tasks: list[Tas
         for offset, task in enumerate(part):
             script_keys += [keys.video(task.oid), keys.rcounts(task.oid)]
             template = Task(
-                kind=task.kind, oid=task.oid, page=1, bvid=task.bvid, first_seen_ms=task.first_seen_ms, since=-1
+                kind=chain_kind or task.kind,
+                oid=task.oid,
+                page=1,
+                bvid=task.bvid,
+                first_seen_ms=task.first_seen_ms,
+                since=-1,
             ).to_dict()
             template["deep"] = 1 if deep else 0
             args += [position + start + offset, task.oid, task.bvid, task.encode(), orjson.dumps(template)]

@@ -99,9 +99,17 @@ class TargetSettings:
     min_rate: float = 0.5  # AIMD never cuts below this
     ban_cooldown_s: float = 60.0  # cooldown after a ban signal without Retry-After
     simulate: str = "auto"  # auto | always | never: fall back to the bundled simulator
-    # cursor: mode 2 (newest first), a chain per video, stable | pages: mode 3 by page
-    # number, parallel within a video (hot order) | legacy: /x/v2/reply, capped near page 250
-    root_paging: str = "cursor"
+    # auto: legacy page numbers in parallel up to the service's depth, then the cursor
+    # chain beyond it | cursor: mode 2 (newest first), a chain per video, stable |
+    # pages: mode 3 by page number, parallel within a video (hot order) | legacy:
+    # /x/v2/reply only, capped near page 250
+    root_paging: str = "auto"
+    # auto: the legacy depth to fan out at once, in pages. The service stops "near
+    # page 250" (DESIGN); pages past this are probed one at a time (they hold roots
+    # too: no request is wasted) and the first -400 hands over to the cursor. A
+    # depth set above the service's leaves its videos incomplete, hence the margin.
+    # 0: presume no depth (every page at once).
+    legacy_depth: int = 200
     pages_window: int = 10  # root_paging = "pages": pages opened ahead (bounds the empty pages past the end)
     # fetched / announced comments a video needs to count as complete (the
     # service's counts include a few comments nobody can see).
@@ -342,6 +350,7 @@ NUMBER_RULES: dict[tuple[str, str], Bound] = {
     ("worker", "inflight_per_host"): NON_NEGATIVE,
     ("target", "page_size"): Bound(1, 20),  # the API caps it at 20
     ("target", "page_window"): COUNT,
+    ("target", "legacy_depth"): NON_NEGATIVE,
     ("target", "rate_limit"): NON_NEGATIVE,
     ("target", "rate_burst"): COUNT,
     ("target", "min_rate"): POSITIVE,
@@ -404,8 +413,8 @@ def _validate(settings: Settings, *, force: bool = False) -> None:
         )
     if settings.target.simulate not in ("auto", "always", "never"):
         raise UserError(f"simulate must be auto, always or never, got {settings.target.simulate!r}")
-    if settings.target.root_paging not in ("cursor", "pages", "legacy"):
-        raise UserError(f"root_paging must be cursor, pages or legacy, got {settings.target.root_paging!r}")
+    if settings.target.root_paging not in ("auto", "cursor", "pages", "legacy"):
+        raise UserError(f"root_paging must be auto, cursor, pages or legacy, got {settings.target.root_paging!r}")
     if settings.target.pages_window < 1:
         raise UserError(f"pages_window must be at least 1, got {settings.target.pages_window}")
     if not 0.0 < settings.target.complete_ratio <= 1.0:

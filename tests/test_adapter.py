@@ -209,7 +209,7 @@ async def real_site(redis_url: str) -> AsyncIterator[tuple[BilibiliAdapter, aioh
     http = HttpSettings(cookie=f"SESSDATA={SESSION}")
     async with aiohttp.ClientSession(headers={"User-Agent": http.user_agent}) as session:
         context = AdapterContext(client, TargetKeys("adapter"), session, http, cookie_host="")
-        yield BilibiliAdapter(TargetSettings(base_url=simulator.url), context), session, corpus
+        yield BilibiliAdapter(TargetSettings(base_url=simulator.url, root_paging="cursor"), context), session, corpus
     await client.aclose()
     await simulator.close()
 

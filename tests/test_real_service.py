@@ -50,10 +50,13 @@ def _report(env: dict[str, str], common: list[str]) -> tuple[int, dict[str, Any]
     return result.returncode, orjson.loads(result.stdout), result.stdout + result.stderr + text.stdout + text.stderr
 
 
-@pytest.mark.parametrize("paging", ["cursor", "pages"])
+@pytest.mark.parametrize("paging", ["auto", "cursor", "pages"])
 def test_with_the_session_every_comment_while_keys_rotate(tmp_path: Path, redis_url: str, paging: str) -> None:
     corpus = _corpus()
-    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}", SCRAPER_TARGET_ROOT_PAGING=paging)
+    # auto: legacy pages 1-2 at once, page 3 probed (the service allows it), page 4 refused:
+    # the deeper videos go on by cursor past page 3.
+    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}", SCRAPER_TARGET_ROOT_PAGING=paging,
+                  SCRAPER_TARGET_LEGACY_DEPTH=str(LEGACY_CAP - 1))  # fmt: skip
     common = ["--target", "video-list", "--redis-url", redis_url]
     out = tmp_path / "out"
     with served(corpus, SimulatorOptions(session=SESSION, latency_ms=30)) as sim:
@@ -94,12 +97,23 @@ def test_without_the_session_the_report_names_login(tmp_path: Path, redis_url: s
     with served(corpus, SimulatorOptions(session=SESSION)) as sim:
         coordinate(env, common, write_video_list(corpus, tmp_path / "v.txt"), sim.url)
         _work(env, common, tmp_path / "out")
+        export = tmp_path / "all.jsonl"
+        assert run_cli(["export", *common, "--output-dir", str(tmp_path / "out"), "--output", str(export)],
+                       env).returncode == 0  # fmt: skip
     code, report, _ = _report(env, common)
     assert code == 3
+    got: dict[int, set[int]] = {}
+    for line in export.read_text().splitlines():
+        record = orjson.loads(line)
+        got.setdefault(record["oid"], set()).add(record["rpid"])
     rows = {row["oid"]: row for row in report["videos"]}
     for video in corpus.videos:
         row = rows[video.aid]
-        if len(corpus.video_rpids(video)) > 3:
+        if video.state in ("closed", "deleted"):
+            assert row["status"] == video.state, row
+        elif got.get(video.aid, set()) == corpus.video_rpids(video):  # all of it was visible without login
+            assert row["status"] == "complete", row
+        else:  # a word on every video that shows less than it has
             assert row["status"] == "incomplete", row
             assert str(row["reason"]).startswith("login required: "), row
     assert report["summary"]["incomplete"] >= 1
@@ -129,7 +143,7 @@ def _seed_credential(redis_url: str, key: str, values: dict[str, str]) -> None:
 
 def test_stale_keys_cost_one_shared_refresh_across_two_processes(tmp_path: Path, redis_url: str) -> None:
     corpus = Corpus.generate(seed=12, videos=40, comments=3000)
-    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
+    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}", SCRAPER_TARGET_ROOT_PAGING="cursor")
     common = ["--target", "video-list", "--redis-url", redis_url]
     # Both processes start from keys the service no longer accepts: every first cursor page answers -403.
     _seed_credential(redis_url, KEYS.wbi, {"img_key": "0" * 32, "sub_key": "1" * 32})
@@ -148,7 +162,7 @@ def test_stale_keys_cost_one_shared_refresh_across_two_processes(tmp_path: Path,
 
 def test_risk_control_renews_the_device_cookie_once(tmp_path: Path, redis_url: str) -> None:
     corpus = Corpus.generate(seed=13, videos=12, comments=1500)
-    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
+    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}", SCRAPER_TARGET_ROOT_PAGING="cursor")
     common = ["--target", "video-list", "--redis-url", redis_url]
     _seed_credential(redis_url, KEYS.device, {"buvid3": ""})  # a device cookie the service rejects: -352
     with served(corpus, SimulatorOptions(session=SESSION)) as sim:
@@ -183,3 +197,23 @@ def test_simulated_run_stays_in_its_own_namespace(tmp_path: Path, redis_url: str
     assert names and all(name.startswith("scraper-sim:") for name in names), names
     files = [p.relative_to(out).parts[0] for p in out.rglob("*") if p.is_file()]
     assert files and set(files) == {"simulated"}
+
+
+def test_auto_paging_on_a_server_without_depth_stays_on_page_numbers(tmp_path: Path, redis_url: str) -> None:
+    """A service that pages as deep as asked (the open profile): the probes past the
+    assumed depth keep answering, so no video needs the cursor chain."""
+    corpus = Corpus.generate(seed=15, videos=8, comments=6000)
+    deepest = max(v.roots for v in corpus.videos if v.state == "ok")
+    assert deepest > 5 * 20, "a video well past the assumed depth of 2 pages"
+    env = cli_env(tmp_path, SCRAPER_TARGET_LEGACY_DEPTH="2")
+    common = ["--target", "video-list", "--redis-url", redis_url]
+    with served(corpus, SimulatorOptions(profile="legacy-open")) as sim:
+        coordinate(env, common, write_video_list(corpus, tmp_path / "v.txt"), sim.url)
+        _work(env, common, tmp_path / "out")
+        signed = endpoint_requests(sim, "/x/v2/reply/wbi/main")
+        legacy = endpoint_requests(sim, "/x/v2/reply")
+    assert signed == 0
+    assert legacy == sum(corpus.main_pages(v) for v in corpus.videos)  # each page once, none past the end
+    code, report, _ = _report(env, common)
+    assert code == 0, report
+    assert_exported_exactly(tmp_path, common, tmp_path / "out", env, corpus.all_rpids())

@@ -1,13 +1,16 @@
 """The Bilibili comment API (and the bundled simulator, which speaks its shape).
 
-Root comments, by default, walk the cursor endpoint ``/x/v2/reply/wbi/main``
-(mode 2, newest first, WBI-signed): each page enqueues the next, so a video is
-a chain and parallelism comes from many videos and from sub-reply threads.
+Root comments, by default (``root_paging = "auto"``), come from the legacy
+endpoint ``/x/v2/reply`` by page number, every page of a video at once, as far
+as the service allows (with login, about 250 pages; without, page 1). A video
+deeper than that continues on the cursor endpoint ``/x/v2/reply/wbi/main``
+(mode 2, newest first, WBI-signed), a chain in which each page names the next:
+it walks past the roots the legacy pages already hold and counts only what
+lies beyond (``Task.overlap``). ``"cursor"`` walks the chain for every video,
+``"pages"`` the cursor endpoint by page number (hot order), ``"legacy"`` the
+legacy pages alone (a video past their depth stays incomplete, never "done").
 Pinned comments sit outside ``replies`` (``data.top.upper``,
-``data.top_replies``) on the first page. ``root_paging = "legacy"`` walks
-``/x/v2/reply`` by page number instead, in windows of ``page_window`` pages
-(parallel within a video, but the service refuses pages past its depth with
--400, which leaves the video incomplete, never "done").
+``data.top_replies``, ``data.upper.top``) on the first page.
 
 A root whose ``rcount`` exceeds its embedded preview (up to 3 replies) gets
 all its ``/x/v2/reply/reply`` pages enqueued at once; otherwise the preview is
@@ -44,7 +47,7 @@ class BilibiliAdapter:
     def __init__(self, target: TargetSettings, context: AdapterContext | None = None) -> None:
         self.base_url = target.base_url.rstrip("/")
         self.page_size = target.page_size
-        self.root_kind = {"cursor": CURSOR, "pages": HOT}.get(target.root_paging, MAIN)
+        self.root_kind = {"cursor": CURSOR, "pages": HOT}.get(target.root_paging, MAIN)  # auto: legacy first
         self.identity = Identity(context, self.base_url) if context is not None else None
         logged_in = self.identity.logged_in if self.identity is not None else False
         self.pages = PageParser(target, logged_in=logged_in)
@@ -112,6 +115,8 @@ class BilibiliAdapter:
             raise BadPayload("JSON body is not an object", reason="bad_json")
         code = payload.get("code")
         if code != 0:
+            if code == -400 and task.kind == MAIN and self.pages.auto:
+                return self.pages.past_depth(task)  # auto paging: the cursor takes over, or it says why not
             raise_for_code(code, str(payload.get("message", "")))
         data = payload.get("data")
         if not isinstance(data, dict):

@@ -26,6 +26,8 @@ class PageParser:
         self.page_window = target.page_window
         self.pages_window = target.pages_window
         self.sub_replies = target.sub_replies
+        self.auto = target.root_paging == "auto"
+        self.legacy_depth = target.legacy_depth
         self.logged_in = logged_in
         # Reason codes when the service shows less than it announces.
         self.short_code = "short" if logged_in else "login"
@@ -38,14 +40,17 @@ class PageParser:
         elif task.kind == HOT:
             result = self._hot(task, data, crawled_at)
         elif task.kind == MAIN:
-            result = self._legacy(task, data, crawled_at)
+            result = self._auto_legacy(task, data, crawled_at) if self.auto else self._legacy(task, data, crawled_at)
         else:
             result = self._thread(task, data, crawled_at)
         # What a refresh needs to know of every page: how many of its records it
         # had already (not new), and the newest rpid (the next watermark).
         rpids = [r["rpid"] for r in result.records]
         if rpids:
-            known = sum(1 for rpid in rpids if rpid <= task.since) if task.since else 0
+            if task.page <= task.overlap:  # a tail chain's page the legacy pages already hold
+                known = len(rpids)
+            else:
+                known = sum(1 for rpid in rpids if rpid <= task.since) if task.since else 0
             result.ledger.threads.append(page_note(known, max(rpids)))
         return result
 
@@ -79,6 +84,7 @@ class PageParser:
                 offset=next_offset,
                 since=task.since,
                 deep=task.deep,
+                overlap=task.overlap,
             )
         return result
 
@@ -136,6 +142,68 @@ class PageParser:
         self._roots(task, replies, result, crawled_at)
         return result
 
+    def _auto_legacy(self, task: Task, data: dict[str, Any], crawled_at: int) -> PageResult:
+        """Legacy pages of ``root_paging = "auto"``: all of them at once, up to the depth.
+
+        Page 1 knows how many pages the video has (``page.count`` roots): it
+        enqueues them all up to ``legacy_depth``, and the first page past it as a
+        probe (without login, page 2 alone first: the service shows a logged-out
+        client page 1 only). A probe that answers fetches the next page itself
+        (a chain of unsigned pages, for a service deeper than assumed); the
+        first -400 hands the video over to the cursor (``past_depth``).
+        """
+        result = PageResult()
+        raw = data.get("replies")
+        if raw is None and task.page > 1:
+            if self.logged_in:
+                raise Throttled("code 0 with replies: null past page 1 (soft block)", reason="soft_block")
+            result.ledger.reason = ("login", f"legacy page {task.page}: replies null without login")
+            return result
+        replies = _list(raw)
+        depth = self.legacy_depth
+        # Without login the service shows page 1 only: page 2 is asked alone first,
+        # and fans the rest out if it answers (a server without that gate).
+        opener = task.page == 1 or (task.page == 2 and not self.logged_in)
+        probe = bool(depth) and task.page > depth
+        if opener or probe:  # they read how many pages there are
+            page = data.get("page")
+            if not isinstance(page, dict) or "count" not in page:
+                raise BadPayload("root page without data.page.count", reason="bad_shape")
+            pages = math.ceil(int(page["count"]) / self.page_size)
+            last = min(pages, depth + 1) if depth else pages  # depth + 1: the first probe
+            more: dict[str, Any] = {"oid": task.oid, "bvid": task.bvid, "since": task.since, "deep": task.deep}
+            if task.page == 1:
+                result.ledger.expected = int(page.get("acount") or page["count"])
+                result.ledger.short_code = self.short_code
+                replies = _pinned(data, replies) + replies
+                first = range(2, last + 1) if self.logged_in else range(2, min(last, 2) + 1)
+                result.followups.extend(Task(kind=MAIN, page=p, **more) for p in first)
+            elif opener:
+                result.followups.extend(Task(kind=MAIN, page=p, **more) for p in range(3, last + 1))
+            if probe and task.page < pages:
+                result.continuation = Task(kind=MAIN, page=task.page + 1, **more)
+        self._roots(task, replies, result, crawled_at)
+        return result
+
+    def past_depth(self, task: Task) -> PageResult:
+        """A legacy page answered -400 under auto paging.
+
+        Past ``legacy_depth`` (a probe): the service's depth is ``task.page - 1``
+        pages; a cursor chain from the newest root takes over, counting only the
+        roots past those pages. Within it, the pages beyond are refused too and
+        nobody knows where the depth lies: the video is incomplete, and says how
+        to fix it.
+        """
+        result = PageResult()
+        if self.legacy_depth and task.page > self.legacy_depth:
+            tail = Task(kind=CURSOR, oid=task.oid, page=1, bvid=task.bvid, overlap=task.page - 1)
+            result.followups.append(tail)
+        else:
+            depth = f"legacy_depth = {self.legacy_depth}" if self.legacy_depth else "legacy_depth = 0 (none)"
+            detail = f"page {task.page} answered -400: the service's depth is below {depth}; set it lower"
+            result.ledger.reason = ("depth_cap", detail)
+        return result
+
     def _roots(self, task: Task, replies: list[dict[str, Any]], result: PageResult, crawled_at: int) -> None:
         for comment in replies:
             result.records.append(comment_record(comment, task.bvid, crawled_at))
@@ -143,8 +211,9 @@ class PageParser:
             rcount = int(comment.get("rcount") or 0)
             if self.sub_replies and rcount > len(preview):
                 root = int(comment["rpid"])
-                if task.since and root <= task.since:
-                    # Known root: the settle script fetches only what its thread gained.
+                if (task.since and root <= task.since) or task.overlap:
+                    # Known root (a refresh), or one a tail chain may share with the legacy
+                    # pages: the settle script fetches only what its thread gained.
                     result.ledger.threads.append(recheck(root, rcount, self.page_size))
                     continue
                 pages = math.ceil(rcount / self.page_size)
