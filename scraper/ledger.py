@@ -16,6 +16,8 @@ transaction as the pages it describes (scraper.settle):
 ``final``      closed / deleted, once a root page said so
 ``gone``       replies announced under roots since deleted (kept out of ``expected``)
 ``top``        the newest rpid written so far
+``depth``      auto paging: legacy pages below the lowest one refused (-400); set once the
+               cursor chain took the video over, whose pages up to it count as known
 ``wm``         the watermark: ``top`` when the video last ended complete (refresh starts there)
 ``wm_n``       ``fetched`` at that moment (a refresh starts counting from it)
 ``wm_gap``     ``expected - fetched`` at that moment (the only shortfall a refresh may end with)

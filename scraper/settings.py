@@ -104,12 +104,10 @@ class TargetSettings:
     # pages: mode 3 by page number, parallel within a video (hot order) | legacy:
     # /x/v2/reply only, capped near page 250
     root_paging: str = "auto"
-    # auto: the legacy depth to fan out at once, in pages. The service stops "near
-    # page 250" (DESIGN); pages past this are probed one at a time (they hold roots
-    # too: no request is wasted) and the first -400 hands over to the cursor. A
-    # depth set above the service's leaves its videos incomplete, hence the margin.
-    # 0: presume no depth (every page at once).
-    legacy_depth: int = 200
+    # auto: legacy pages fanned out at once (the service's depth, ~250 in 2026). Past
+    # it, pages are probed one at a time (for a deeper server); a -400 anywhere hands
+    # the video to the cursor past the lowest refused page. 0: every page at once.
+    legacy_depth: int = 250
     pages_window: int = 10  # root_paging = "pages": pages opened ahead (bounds the empty pages past the end)
     # fetched / announced comments a video needs to count as complete (the
     # service's counts include a few comments nobody can see).

@@ -51,11 +51,21 @@ class LedgerDelta:
     short_code: str | None = None  # root chain ended: the reason code if fetched < expected
     thread_code: str = "thread_short"  # reason code if this page's thread ends shorter than its rcount
     thread_gone: bool = False  # the thread's root was deleted: no shortfall to report
+    # auto paging: a legacy page the service refused (-400) and the cursor chain that takes
+    # the video over past it. The first refusal of a video enqueues the chain; each lowers
+    # the ledger's ``depth`` (legacy pages that answered) to its page - 1.
+    refused_page: int = 0
+    tail: Task | None = None
 
 
 def page_note(known: int, top: int) -> tuple[int, int, int]:
     """A page's records already known before this refresh, and its newest rpid."""
     return (0, known, top)
+
+
+def tail_note(records: int, page: int) -> tuple[int, int, int]:
+    """A tail chain's page: its records are known if ``page`` is within the legacy depth."""
+    return (-1, records, page)
 
 
 def recheck(root: int, rcount: int, page_size: int) -> tuple[int, int, int]:
@@ -115,6 +125,8 @@ class Outcome:
         data["tc"] = delta.thread_code
         if delta.thread_gone:
             data["tg"] = 1
+        if delta.tail is not None:
+            data["tail"] = [delta.refused_page, delta.tail.encode().decode()]
         return orjson.dumps(data)
 
 
@@ -217,9 +229,23 @@ local function ledger(L, o)
     redis.call('HSETNX', L, 'expected', o.e - tonumber(redis.call('HGET', L, 'gone') or '0'))
   end
   local n, known, enq = o.n or 0, 0, 0
+  if o.tail then
+    -- auto paging: the legacy pages end at the lowest refused page; the first refusal hands
+    -- the video to a cursor chain (once), which counts its pages up to there as known
+    local depth = o.tail[1] - 1
+    if redis.call('HSETNX', L, 'depth', depth) == 1 then
+      redis.call('XADD', tasks, '*', tfield, o.tail[2])
+      redis.call('HINCRBY', stats, 'pages_known', 1)
+      enq = enq + 1
+    elseif depth < tonumber(redis.call('HGET', L, 'depth')) then
+      redis.call('HSET', L, 'depth', depth)
+    end
+  end
   if o.th then
     for _, t in ipairs(o.th) do
-      if t[1] == 0 then
+      if t[1] == -1 then
+        if t[3] <= tonumber(redis.call('HGET', L, 'depth') or '0') then known = known + t[2] end
+      elseif t[1] == 0 then
         known = known + t[2]
         if t[3] > tonumber(redis.call('HGET', L, 'top') or '0') then
           redis.call('HSET', L, 'top', string.format('%d', t[3]))

@@ -32,9 +32,10 @@ class Task:
     renewals: int = 0  # -403/-352 retries after a credential renewal (a budget apart from attempts)
     since: int = 0  # refresh: the video's watermark (newest rpid of its last complete crawl); 0 = full crawl
     deep: int = 0  # refresh: 1 = rescan every root page (``--deep``), 0 = stop at the watermark
-    # auto paging: a cursor chain that continues a video past the legacy depth. Its
-    # pages up to ``overlap`` hold the roots the legacy pages already fetched.
-    overlap: int = 0
+    # auto paging: 1 = a cursor chain that continues a video past the legacy depth.
+    # Its pages up to that depth (the ledger's ``depth``) hold roots the legacy pages
+    # already fetched: the settle script counts them as known.
+    tail: int = 0
 
     @property
     def fingerprint(self) -> str:
@@ -64,7 +65,7 @@ class Task:
             "offset": self.offset,
             "renewals": self.renewals,
             **({"since": self.since, "deep": self.deep} if self.since else {}),
-            **({"overlap": self.overlap} if self.overlap else {}),
+            **({"tail": self.tail} if self.tail else {}),
         }
 
     def encode(self) -> bytes:
@@ -85,5 +86,5 @@ class Task:
             renewals=int(data.get("renewals", 0)),
             since=int(data.get("since", 0)),
             deep=int(data.get("deep", 0)),
-            overlap=int(data.get("overlap", 0)),
+            tail=int(data.get("tail", 0)),
         )

@@ -79,34 +79,32 @@ async def test_a_probe_goes_on_until_minus_400_hands_over_to_the_cursor(
     assert probe.continuation == Task(kind=MAIN, oid=video.aid, page=4, bvid=video.bvid)
     assert len(probe.records) >= 20
     refused = await _get(adapter, session, probe.continuation)
-    assert refused.records == [] and refused.ledger.reason is None
-    assert refused.followups == [Task(kind=CURSOR, oid=video.aid, page=1, bvid=video.bvid, overlap=CAP)]
+    assert refused.records == refused.followups == [] and refused.ledger.reason is None
+    assert refused.ledger.refused_page == CAP + 1
+    assert refused.ledger.tail == Task(kind=CURSOR, oid=video.aid, page=1, bvid=video.bvid, tail=1)
 
 
-async def test_the_tail_chain_counts_only_past_the_legacy_pages(site: tuple[Site, aiohttp.ClientSession]) -> None:
-    make, session = site
-    adapter, video = make(), _deep()
-    task = Task(kind=CURSOR, oid=video.aid, page=1, bvid=video.bvid, overlap=CAP)
-    known: list[int] = []
-    while task.page <= CAP + 1:
-        result = await _get(adapter, session, task)
-        [note] = [t for t in result.ledger.threads if t[0] == 0]
-        known.append(note[1] == len(result.records))
-        # Threads of the tail are rechecked (opened unless the legacy pages opened them already).
-        assert all(t[2] < 0 for t in result.ledger.threads if t[0] != 0)
-        assert result.followups == []  # its threads come from the settle script's recheck
-        assert result.continuation is not None and result.continuation.overlap == CAP
-        task = result.continuation
-    assert known == [True] * CAP + [False]  # the pages the legacy pages hold are known, the next is new
-
-
-async def test_minus_400_within_the_assumed_depth_says_how_to_fix_it(site: tuple[Site, aiohttp.ClientSession]) -> None:
+async def test_minus_400_within_the_assumed_depth_hands_over_too(site: tuple[Site, aiohttp.ClientSession]) -> None:
     make, session = site
     adapter, video = make(depth=CAP + 2), _deep()
-    result = await _get(adapter, session, Task(kind=MAIN, oid=video.aid, page=CAP + 1, bvid=video.bvid))
-    assert result.followups == [] and result.ledger.reason is not None
-    code, detail = result.ledger.reason
-    assert code == "depth_cap" and f"page {CAP + 1} answered -400" in detail and "legacy_depth = 5" in detail
+    result = await _get(adapter, session, Task(kind=MAIN, oid=video.aid, page=CAP + 2, bvid=video.bvid))
+    assert result.ledger.reason is None and result.ledger.refused_page == CAP + 2
+    assert result.ledger.tail is not None and result.ledger.tail.tail == 1
+
+
+async def test_the_tail_chain_tells_the_ledger_which_page_it_is(site: tuple[Site, aiohttp.ClientSession]) -> None:
+    make, session = site
+    adapter, video = make(), _deep()
+    task = Task(kind=CURSOR, oid=video.aid, page=1, bvid=video.bvid, tail=1)
+    for page in range(1, CAP + 2):
+        result = await _get(adapter, session, task)
+        # (-1, records, page): known if the page lies within the legacy depth (the settle script knows it).
+        assert (-1, len(result.records), page) in result.ledger.threads
+        # Threads of the tail are rechecked (opened unless the legacy pages opened them already).
+        assert all(t[2] < 0 for t in result.ledger.threads if t[0] > 0)
+        assert result.followups == []  # its threads come from the settle script's recheck
+        assert result.continuation is not None and result.continuation.tail == 1
+        task = result.continuation
 
 
 async def test_without_login_page_two_is_asked_alone_and_is_gated(site: tuple[Site, aiohttp.ClientSession]) -> None:

@@ -50,13 +50,24 @@ def _report(env: dict[str, str], common: list[str]) -> tuple[int, dict[str, Any]
     return result.returncode, orjson.loads(result.stdout), result.stdout + result.stderr + text.stdout + text.stderr
 
 
-@pytest.mark.parametrize("paging", ["auto", "cursor", "pages"])
-def test_with_the_session_every_comment_while_keys_rotate(tmp_path: Path, redis_url: str, paging: str) -> None:
+@pytest.mark.parametrize(
+    ("paging", "depth"),
+    [
+        # auto, assuming the real depth (250): pages 4+ of the deeper videos answer -400 at
+        # once, the lowest refusal sets the ledger's depth and the cursor takes over past it.
+        ("auto", "250"),
+        # auto, assuming 2: page 3 is probed (the service allows it), page 4 refused.
+        ("auto", "2"),
+        ("cursor", "250"),
+        ("pages", "250"),
+    ],
+)
+def test_with_the_session_every_comment_while_keys_rotate(
+    tmp_path: Path, redis_url: str, paging: str, depth: str
+) -> None:
     corpus = _corpus()
-    # auto: legacy pages 1-2 at once, page 3 probed (the service allows it), page 4 refused:
-    # the deeper videos go on by cursor past page 3.
     env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}", SCRAPER_TARGET_ROOT_PAGING=paging,
-                  SCRAPER_TARGET_LEGACY_DEPTH=str(LEGACY_CAP - 1))  # fmt: skip
+                  SCRAPER_TARGET_LEGACY_DEPTH=depth)  # fmt: skip
     common = ["--target", "video-list", "--redis-url", redis_url]
     out = tmp_path / "out"
     with served(corpus, SimulatorOptions(session=SESSION, latency_ms=30)) as sim:
@@ -79,6 +90,10 @@ def test_with_the_session_every_comment_while_keys_rotate(tmp_path: Path, redis_
     assert statuses == {
         v.bvid: {"closed": "closed", "deleted": "deleted"}.get(v.state, "complete") for v in corpus.videos
     }
+    # The ledger counted each comment once: pages the legacy pages and the cursor chain share
+    # (auto) are not counted twice, which would hide a missing comment.
+    fetched = {row["bvid"]: row["fetched"] for row in report["videos"]}
+    assert fetched == {v.bvid: len(corpus.video_rpids(v)) for v in corpus.videos}
     assert answers.get("-403", 0) > 0, "the keys rotated during the crawl"
     stats = stats_json(redis_url, env)
     assert stats["dead"] == 0 and stats["retries_by_reason"].get("wbi_rejected", 0) > 0

@@ -363,3 +363,5 @@ def _merge(outcome: Outcome, page: PageResult) -> None:
     delta.short_code = more.short_code or delta.short_code
     if delta.expected is None:
         delta.expected = more.expected
+    if more.tail is not None:  # a probe followed inline was refused: the cursor takes over
+        delta.tail, delta.refused_page = more.tail, more.refused_page

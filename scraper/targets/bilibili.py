@@ -6,7 +6,7 @@ as the service allows (with login, about 250 pages; without, page 1). A video
 deeper than that continues on the cursor endpoint ``/x/v2/reply/wbi/main``
 (mode 2, newest first, WBI-signed), a chain in which each page names the next:
 it walks past the roots the legacy pages already hold and counts only what
-lies beyond (``Task.overlap``). ``"cursor"`` walks the chain for every video,
+lies beyond (``Task.tail``, the ledger's ``depth``). ``"cursor"`` walks the chain for every video,
 ``"pages"`` the cursor endpoint by page number (hot order), ``"legacy"`` the
 legacy pages alone (a video past their depth stays incomplete, never "done").
 Pinned comments sit outside ``replies`` (``data.top.upper``,
@@ -116,7 +116,7 @@ class BilibiliAdapter:
         code = payload.get("code")
         if code != 0:
             if code == -400 and task.kind == MAIN and self.pages.auto:
-                return self.pages.past_depth(task)  # auto paging: the cursor takes over, or it says why not
+                return self.pages.past_depth(task)  # auto paging: the cursor takes the video over
             raise_for_code(code, str(payload.get("message", "")))
         data = payload.get("data")
         if not isinstance(data, dict):

@@ -15,7 +15,7 @@ from typing import Any
 
 from scraper.errors import BadPayload, Throttled
 from scraper.settings import TargetSettings
-from scraper.settle import page_note, recheck
+from scraper.settle import page_note, recheck, tail_note
 from scraper.targets.base import PageResult
 from scraper.tasks import CURSOR, HOT, MAIN, REPLY, Task
 
@@ -47,11 +47,10 @@ class PageParser:
         # had already (not new), and the newest rpid (the next watermark).
         rpids = [r["rpid"] for r in result.records]
         if rpids:
-            if task.page <= task.overlap:  # a tail chain's page the legacy pages already hold
-                known = len(rpids)
-            else:
-                known = sum(1 for rpid in rpids if rpid <= task.since) if task.since else 0
+            known = sum(1 for rpid in rpids if rpid <= task.since) if task.since else 0
             result.ledger.threads.append(page_note(known, max(rpids)))
+            if task.tail:  # known too if the legacy pages hold it: the settle script knows their depth
+                result.ledger.threads.append(tail_note(len(rpids), task.page))
         return result
 
     # ---- root pages ----------------------------------------------------------
@@ -84,7 +83,7 @@ class PageParser:
                 offset=next_offset,
                 since=task.since,
                 deep=task.deep,
-                overlap=task.overlap,
+                tail=task.tail,
             )
         return result
 
@@ -186,22 +185,15 @@ class PageParser:
         return result
 
     def past_depth(self, task: Task) -> PageResult:
-        """A legacy page answered -400 under auto paging.
+        """A legacy page answered -400 under auto paging: the service's depth is below it.
 
-        Past ``legacy_depth`` (a probe): the service's depth is ``task.page - 1``
-        pages; a cursor chain from the newest root takes over, counting only the
-        roots past those pages. Within it, the pages beyond are refused too and
-        nobody knows where the depth lies: the video is incomplete, and says how
-        to fix it.
+        The settle script lowers the video's ``depth`` to ``task.page - 1`` and, on
+        the video's first refusal only, enqueues a cursor chain from the newest root
+        that takes the video over: its pages within the depth count as known.
         """
         result = PageResult()
-        if self.legacy_depth and task.page > self.legacy_depth:
-            tail = Task(kind=CURSOR, oid=task.oid, page=1, bvid=task.bvid, overlap=task.page - 1)
-            result.followups.append(tail)
-        else:
-            depth = f"legacy_depth = {self.legacy_depth}" if self.legacy_depth else "legacy_depth = 0 (none)"
-            detail = f"page {task.page} answered -400: the service's depth is below {depth}; set it lower"
-            result.ledger.reason = ("depth_cap", detail)
+        result.ledger.refused_page = task.page
+        result.ledger.tail = Task(kind=CURSOR, oid=task.oid, page=1, bvid=task.bvid, tail=1)
         return result
 
     def _roots(self, task: Task, replies: list[dict[str, Any]], result: PageResult, crawled_at: int) -> None:
@@ -211,7 +203,7 @@ class PageParser:
             rcount = int(comment.get("rcount") or 0)
             if self.sub_replies and rcount > len(preview):
                 root = int(comment["rpid"])
-                if (task.since and root <= task.since) or task.overlap:
+                if (task.since and root <= task.since) or task.tail:
                     # Known root (a refresh), or one a tail chain may share with the legacy
                     # pages: the settle script fetches only what its thread gained.
                     result.ledger.threads.append(recheck(root, rcount, self.page_size))
