@@ -43,6 +43,7 @@ def recording_site() -> Iterator[tuple[str, list[dict[str, str]]]]:
     async def start() -> web.AppRunner:
         app = web.Application()
         app.router.add_get("/x/v2/reply/wbi/main", reply)
+        app.router.add_get("/x/v2/reply", reply)
         app.router.add_get("/x/frontend/finger/spi", spi)
         app.router.add_get("/x/web-interface/nav", nav)
         runner = web.AppRunner(app)
@@ -60,14 +61,21 @@ def recording_site() -> Iterator[tuple[str, list[dict[str, str]]]]:
     loop.close()
 
 
-@pytest.mark.parametrize("source", ["env", "file"])
+# auto pages a video by number first (unsigned, no WBI keys needed); cursor signs its pages.
+PATHS = {
+    "auto": ["/x/frontend/finger/spi", "/x/v2/reply"],
+    "cursor": ["/x/frontend/finger/spi", "/x/web-interface/nav", "/x/v2/reply/wbi/main"],
+}
+
+
+@pytest.mark.parametrize(("source", "paging"), [("env", "auto"), ("file", "auto"), ("env", "cursor")])
 def test_headers_and_cookie(
-    tmp_path: Path, redis_url: str, recording_site: tuple[str, list[dict[str, str]]], source: str
+    tmp_path: Path, redis_url: str, recording_site: tuple[str, list[dict[str, str]]], source: str, paging: str
 ) -> None:
     base_url, seen = recording_site
     extra = {"SCRAPER_COOKIE": COOKIE} if source == "env" else {"SCRAPER_HTTP_COOKIE_FILE": str(tmp_path / "cookie")}
     (tmp_path / "cookie").write_text(COOKIE + "\n")
-    env = cli_env(tmp_path, SCRAPER_HTTP_USER_AGENT="my-agent/1.0", **extra)
+    env = cli_env(tmp_path, SCRAPER_HTTP_USER_AGENT="my-agent/1.0", SCRAPER_TARGET_ROOT_PAGING=paging, **extra)
     videos = tmp_path / "v.txt"
     videos.write_text("av170001\n")
     common = ["--target", "video-list", "--redis-url", redis_url]
@@ -92,7 +100,7 @@ def test_headers_and_cookie(
         timeout=60,
     )
     assert work.returncode == 0, work.stderr
-    assert [s["path"] for s in seen] == ["/x/frontend/finger/spi", "/x/web-interface/nav", "/x/v2/reply/wbi/main"]
+    assert [s["path"] for s in seen] == PATHS[paging]
     page = seen[-1]
     # the crawler's device cookie merged with the user's (the user's buvid3 wins)
     assert parse_cookie(page["Cookie"]) == {"buvid3": "abc", "buvid4": "B4", "SESSDATA": "s3cr3t-value"}
