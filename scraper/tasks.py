@@ -32,9 +32,10 @@ class Task:
     renewals: int = 0  # -403/-352 retries after a credential renewal (a budget apart from attempts)
     since: int = 0  # refresh: the video's watermark (newest rpid of its last complete crawl); 0 = full crawl
     deep: int = 0  # refresh: 1 = rescan every root page (``--deep``), 0 = stop at the watermark
-    # auto paging: 1 = a cursor chain that continues a video past the legacy depth.
-    # Its pages up to that depth (the ledger's ``depth``) hold roots the legacy pages
-    # already fetched: the settle script counts them as known.
+    # auto paging: > 0 = a cursor chain that continues a video past the legacy depth
+    # (this many pages, as the refusal that started it saw it). Its pages up to the
+    # ledger's ``depth`` (the lowest refusal) hold roots the legacy pages already
+    # fetched: the settle script counts them as known.
     tail: int = 0
 
     @property

@@ -70,18 +70,19 @@ async def test_page_one_fans_out_every_page_to_the_depth_and_one_probe(
     assert result.ledger.expected == video.acount and result.continuation is None
 
 
-async def test_a_probe_goes_on_until_minus_400_hands_over_to_the_cursor(
-    site: tuple[Site, aiohttp.ClientSession],
-) -> None:
+async def test_a_probe_that_answers_opens_every_page_left(site: tuple[Site, aiohttp.ClientSession]) -> None:
+    """The service goes deeper than assumed (3 > 2): the rest at once, and the first page
+    past the service's depth hands over to the cursor."""
     make, session = site
     adapter, video = make(depth=2), _deep()
     probe = await _get(adapter, session, Task(kind=MAIN, oid=video.aid, page=3, bvid=video.bvid))
-    assert probe.continuation == Task(kind=MAIN, oid=video.aid, page=4, bvid=video.bvid)
-    assert len(probe.records) >= 20
-    refused = await _get(adapter, session, probe.continuation)
+    pages = -(-video.roots // 20)
+    assert [t.page for t in probe.followups if t.kind == MAIN] == list(range(4, pages + 1))
+    assert len(probe.records) >= 20 and probe.continuation is None
+    refused = await _get(adapter, session, Task(kind=MAIN, oid=video.aid, page=4, bvid=video.bvid))
     assert refused.records == refused.followups == [] and refused.ledger.reason is None
     assert refused.ledger.refused_page == CAP + 1
-    assert refused.ledger.tail == Task(kind=CURSOR, oid=video.aid, page=1, bvid=video.bvid, tail=1)
+    assert refused.ledger.tail == Task(kind=CURSOR, oid=video.aid, page=1, bvid=video.bvid, tail=CAP)
 
 
 async def test_minus_400_within_the_assumed_depth_hands_over_too(site: tuple[Site, aiohttp.ClientSession]) -> None:
@@ -89,13 +90,13 @@ async def test_minus_400_within_the_assumed_depth_hands_over_too(site: tuple[Sit
     adapter, video = make(depth=CAP + 2), _deep()
     result = await _get(adapter, session, Task(kind=MAIN, oid=video.aid, page=CAP + 2, bvid=video.bvid))
     assert result.ledger.reason is None and result.ledger.refused_page == CAP + 2
-    assert result.ledger.tail is not None and result.ledger.tail.tail == 1
+    assert result.ledger.tail is not None and result.ledger.tail.tail == CAP + 1  # the ledger keeps the lowest
 
 
 async def test_the_tail_chain_tells_the_ledger_which_page_it_is(site: tuple[Site, aiohttp.ClientSession]) -> None:
     make, session = site
     adapter, video = make(), _deep()
-    task = Task(kind=CURSOR, oid=video.aid, page=1, bvid=video.bvid, tail=1)
+    task = Task(kind=CURSOR, oid=video.aid, page=1, bvid=video.bvid, tail=CAP)
     for page in range(1, CAP + 2):
         result = await _get(adapter, session, task)
         # (-1, records, page): known if the page lies within the legacy depth (the settle script knows it).
@@ -103,7 +104,7 @@ async def test_the_tail_chain_tells_the_ledger_which_page_it_is(site: tuple[Site
         # Threads of the tail are rechecked (opened unless the legacy pages opened them already).
         assert all(t[2] < 0 for t in result.ledger.threads if t[0] > 0)
         assert result.followups == []  # its threads come from the settle script's recheck
-        assert result.continuation is not None and result.continuation.tail == 1
+        assert result.continuation is not None and result.continuation.tail == CAP
         task = result.continuation
 
 

@@ -258,18 +258,19 @@ class Consumer:
         # trip through the stream would put each step behind the whole backlog.
         # The pages fetched inline count as part of this entry; if the worker
         # dies first, the entry is fetched again and so is the chain.
-        inline = 0
+        inline = 0  # pages that count toward chain_inline
         while (
             result.continuation is not None
-            and inline < self.worker.chain_inline
+            and (inline < self.worker.chain_inline or _passing(result.continuation))
             and not self.stopping.is_set()
             and self.guard.writable.is_set()  # no new fetches while Redis refuses writes
         ):
+            step = result.continuation
             try:
-                result = await self._page(result.continuation, renewed)
+                result = await self._page(step, renewed)
             except PageError:
                 break  # the continuation goes through the queue, with its retries
-            inline += 1
+            inline += 0 if _passing(step) else 1
             _merge(outcome, result)
             if result.records:
                 self.settler.sink.write(result.records)
@@ -348,6 +349,13 @@ class Consumer:
             "progress_ts": max(self.progress_ts, self.settler.last_settled),
             "waiting": waiting,
         }
+
+
+def _passing(task: Task) -> bool:
+    """A tail chain's page the legacy pages already hold: fetched only to reach the
+    pages past them (its records are known, its threads open), so it is followed
+    inline without limit instead of waiting behind the queue every few pages."""
+    return 0 < task.page <= task.tail
 
 
 def _merge(outcome: Outcome, page: PageResult) -> None:

@@ -147,9 +147,9 @@ class PageParser:
         Page 1 knows how many pages the video has (``page.count`` roots): it
         enqueues them all up to ``legacy_depth``, and the first page past it as a
         probe (without login, page 2 alone first: the service shows a logged-out
-        client page 1 only). A probe that answers fetches the next page itself
-        (a chain of unsigned pages, for a service deeper than assumed); the
-        first -400 hands the video over to the cursor (``past_depth``).
+        client page 1 only). A probe that answers (a service deeper than
+        assumed) enqueues every page left; a -400 on any page hands the video
+        over to the cursor (``past_depth``), once.
         """
         result = PageResult()
         raw = data.get("replies")
@@ -163,7 +163,7 @@ class PageParser:
         # Without login the service shows page 1 only: page 2 is asked alone first,
         # and fans the rest out if it answers (a server without that gate).
         opener = task.page == 1 or (task.page == 2 and not self.logged_in)
-        probe = bool(depth) and task.page > depth
+        probe = bool(depth) and task.page == depth + 1
         if opener or probe:  # they read how many pages there are
             page = data.get("page")
             if not isinstance(page, dict) or "count" not in page:
@@ -179,8 +179,8 @@ class PageParser:
                 result.followups.extend(Task(kind=MAIN, page=p, **more) for p in first)
             elif opener:
                 result.followups.extend(Task(kind=MAIN, page=p, **more) for p in range(3, last + 1))
-            if probe and task.page < pages:
-                result.continuation = Task(kind=MAIN, page=task.page + 1, **more)
+            if probe:  # the service goes deeper than assumed: the rest at once (a -400 among them is handled)
+                result.followups.extend(Task(kind=MAIN, page=p, **more) for p in range(task.page + 1, pages + 1))
         self._roots(task, replies, result, crawled_at)
         return result
 
@@ -193,7 +193,10 @@ class PageParser:
         """
         result = PageResult()
         result.ledger.refused_page = task.page
-        result.ledger.tail = Task(kind=CURSOR, oid=task.oid, page=1, bvid=task.bvid, tail=1)
+        # ``tail``: where this refusal puts the depth (the ledger keeps the lowest): the
+        # consumer follows the chain's pages up to it inline, they only lead past it.
+        depth = max(task.page - 1, 1)
+        result.ledger.tail = Task(kind=CURSOR, oid=task.oid, page=1, bvid=task.bvid, tail=depth)
         return result
 
     def _roots(self, task: Task, replies: list[dict[str, Any]], result: PageResult, crawled_at: int) -> None:
