@@ -18,6 +18,11 @@ transaction as the pages it describes (scraper.settle):
 ``top``        the newest rpid written so far
 ``depth``      auto paging: legacy pages below the lowest one refused (-400); set once the
                cursor chain took the video over, whose pages up to it count as known
+``rc0``        auto paging: the roots page 1 said the video lists
+``lf``, ``tf`` auto paging: comments counted from legacy pages / from tail pages past ``depth``
+``shift``      auto paging: a legacy page listed a different number of roots than page 1
+               (the list moved mid-crawl): ``lf`` + ``tf`` were taken back out of
+               ``fetched`` and a cursor chain over the whole list counts instead
 ``wm``         the watermark: ``top`` when the video last ended complete (refresh starts there)
 ``wm_n``       ``fetched`` at that moment (a refresh starts counting from it)
 ``wm_gap``     ``expected - fetched`` at that moment (the only shortfall a refresh may end with)

@@ -56,6 +56,11 @@ class LedgerDelta:
     # the ledger's ``depth`` (legacy pages that answered) to its page - 1.
     refused_page: int = 0
     tail: Task | None = None
+    # auto paging: the roots a legacy page says the video lists now. When it differs
+    # from page 1's, comments arrived or went mid-crawl and page numbers shifted (a
+    # root may have slipped between two pages): the script then stops counting the
+    # legacy pages and enqueues a cursor chain over the whole list that counts instead.
+    listed: int | None = None
 
 
 def page_note(known: int, top: int) -> tuple[int, int, int]:
@@ -127,6 +132,8 @@ class Outcome:
             data["tg"] = 1
         if delta.tail is not None:
             data["tail"] = [delta.refused_page, delta.tail.encode().decode()]
+        if delta.listed is not None:
+            data["ls"] = delta.listed
         return orjson.dumps(data)
 
 
@@ -199,6 +206,19 @@ local function recheck(L, root, rcount, ps)
   return last - first + 1
 end
 
+local function shift(L)
+  -- the list moved under the legacy pages: what they counted (and the tail chain past
+  -- them) no longer proves anything; a cursor chain over the whole list counts instead
+  redis.call('HSET', L, 'shift', 1)
+  local counted = tonumber(redis.call('HGET', L, 'lf') or '0') + tonumber(redis.call('HGET', L, 'tf') or '0')
+  if counted > 0 then redis.call('HINCRBY', L, 'fetched', -counted) end
+  local oid, bvid = L:match(':video:(%d+)$'), redis.call('HGET', L, 'bvid') or ''
+  redis.call('XADD', tasks, '*', tfield, string.format(
+    '{"kind":"cursor","oid":%s,"page":1,"bvid":"%s","tail":-1}', oid, bvid))
+  redis.call('HINCRBY', stats, 'pages_known', 1)
+  return 1
+end
+
 local function finish(L)
   local f = redis.call('HGET', L, 'final')
   if f then
@@ -228,7 +248,8 @@ local function ledger(L, o)
     -- replies announced under roots since deleted are kept out of a refresh's expectation too
     redis.call('HSETNX', L, 'expected', o.e - tonumber(redis.call('HGET', L, 'gone') or '0'))
   end
-  local n, known, enq = o.n or 0, 0, 0
+  local n, known, enq, past = o.n or 0, 0, 0, 0
+  local shifted = redis.call('HEXISTS', L, 'shift') == 1
   if o.tail then
     -- auto paging: the legacy pages end at the lowest refused page; the first refusal hands
     -- the video to a cursor chain (once), which counts its pages up to there as known
@@ -244,7 +265,11 @@ local function ledger(L, o)
   if o.th then
     for _, t in ipairs(o.th) do
       if t[1] == -1 then
-        if t[3] <= tonumber(redis.call('HGET', L, 'depth') or '0') then known = known + t[2] end
+        if shifted or t[3] <= tonumber(redis.call('HGET', L, 'depth') or '0') then
+          known = known + t[2]
+        else
+          past = past + t[2]
+        end
       elseif t[1] == 0 then
         known = known + t[2]
         if t[3] > tonumber(redis.call('HGET', L, 'top') or '0') then
@@ -260,9 +285,23 @@ local function ledger(L, o)
       end
     end
   end
-  if n - known > 0 then
-    redis.call('HINCRBY', L, 'fetched', n - known)
-    if redis.call('HEXISTS', L, 'new') == 1 then redis.call('HINCRBY', L, 'new', n - known) end
+  local add = n - known
+  if o.ls then
+    local first = redis.call('HGET', L, 'rc0')
+    if shifted then
+      add = 0
+    elseif first and tonumber(first) ~= o.ls then
+      enq = enq + shift(L)
+      add = 0
+    else
+      if not first then redis.call('HSET', L, 'rc0', o.ls) end
+      redis.call('HINCRBY', L, 'lf', add)
+    end
+  end
+  if past > 0 then redis.call('HINCRBY', L, 'tf', past) end
+  if add > 0 then
+    redis.call('HINCRBY', L, 'fetched', add)
+    if redis.call('HEXISTS', L, 'new') == 1 then redis.call('HINCRBY', L, 'new', add) end
   end
   if o.s then redis.call('HSET', L, 'final', o.s) end
   if o.why and redis.call('HEXISTS', L, 'reason') == 0 then

@@ -35,7 +35,8 @@ class Task:
     # auto paging: > 0 = a cursor chain that continues a video past the legacy depth
     # (this many pages, as the refusal that started it saw it). Its pages up to the
     # ledger's ``depth`` (the lowest refusal) hold roots the legacy pages already
-    # fetched: the settle script counts them as known.
+    # fetched: the settle script counts them as known. -1 = a cursor chain over the
+    # whole list that counts in their stead (the list moved under them).
     tail: int = 0
 
     @property

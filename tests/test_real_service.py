@@ -20,7 +20,7 @@ import redis
 from scraper.keys import TargetKeys
 from scraper.simulator.corpus import Corpus
 from scraper.simulator.options import SimulatorOptions
-from tests.helpers import assert_exported_exactly, cli_env, coordinate, run_cli, stats_json
+from tests.helpers import assert_exported_exactly, cli_env, coordinate, run_cli, start_cli, stats_json, wait_for
 from tests.sim_thread import endpoint_requests, rotating_keys, served, write_video_list
 
 SESSION = "s3ss-9f2c-secret"  # the value the simulator accepts as SESSDATA
@@ -232,3 +232,34 @@ def test_auto_paging_on_a_server_without_depth_stays_on_page_numbers(tmp_path: P
     code, report, _ = _report(env, common)
     assert code == 0, report
     assert_exported_exactly(tmp_path, common, tmp_path / "out", env, corpus.all_rpids())
+
+
+def test_auto_paging_when_comments_arrive_mid_crawl_loses_no_old_one(tmp_path: Path, redis_url: str) -> None:
+    """New roots push every listed root one place down: a numbered page fetched after its
+    neighbour can skip a root. The crawl must notice (page counts differ) and make sure."""
+    corpus = Corpus.generate(seed=16, videos=4, comments=12000)
+    deep = max((v for v in corpus.videos if v.state == "ok"), key=lambda v: v.roots)
+    assert deep.roots > 60 * 20, "enough root pages to be fetched out of order"
+    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
+    common = ["--target", "video-list", "--redis-url", redis_url]
+    out = tmp_path / "out"
+    with served(corpus, SimulatorOptions(session=SESSION, latency_ms=150)) as sim:
+        coordinate(env, common, write_video_list(corpus, tmp_path / "v.txt"), sim.url)
+        before = corpus.all_rpids()
+        pod = start_cli(["work", *common, "--processes", "2", "--concurrency", "16", "--rate-limit", "0", "--burst",
+                         "--output-dir", str(out)], env)  # fmt: skip
+        wait_for(lambda: stats_json(redis_url, env)["pages_done"] >= 40, timeout=60)
+        for _ in range(3):  # comments keep arriving while the pages are fetched
+            body = orjson.dumps({"videos": {str(deep.aid): {"roots": 7}}})
+            grow = urllib.request.Request(f"{sim.url}/_sim/grow", data=body, method="POST")
+            urllib.request.urlopen(grow, timeout=5).read()
+            time.sleep(0.3)
+        assert pod.wait(timeout=180) in (0, 3), pod.communicate()[1]
+        after = corpus.all_rpids()
+    export = tmp_path / "all.jsonl"
+    assert run_cli(["export", *common, "--output-dir", str(out), "--output", str(export)], env).returncode == 0
+    exported = {orjson.loads(line)["rpid"] for line in export.read_text().splitlines()}
+    assert before <= exported, f"{len(before - exported)} comments that existed all along were skipped"
+    assert exported <= after
+    code, report, _ = _report(env, common)
+    assert code == 0, report

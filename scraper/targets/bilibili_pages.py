@@ -49,7 +49,7 @@ class PageParser:
         if rpids:
             known = sum(1 for rpid in rpids if rpid <= task.since) if task.since else 0
             result.ledger.threads.append(page_note(known, max(rpids)))
-            if task.tail:  # known too if the legacy pages hold it: the settle script knows their depth
+            if task.tail > 0:  # known too if the legacy pages hold it: the settle script knows their depth
                 result.ledger.threads.append(tail_note(len(rpids), task.page))
         return result
 
@@ -164,8 +164,10 @@ class PageParser:
         # and fans the rest out if it answers (a server without that gate).
         opener = task.page == 1 or (task.page == 2 and not self.logged_in)
         probe = bool(depth) and task.page == depth + 1
+        page = data.get("page")
+        if isinstance(page, dict) and "count" in page:
+            result.ledger.listed = int(page["count"])  # the settle script notices a list that moved
         if opener or probe:  # they read how many pages there are
-            page = data.get("page")
             if not isinstance(page, dict) or "count" not in page:
                 raise BadPayload("root page without data.page.count", reason="bad_shape")
             pages = math.ceil(int(page["count"]) / self.page_size)
