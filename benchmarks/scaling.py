@@ -168,7 +168,8 @@ def write_report(cells: list[dict[str, Any]], info: dict[str, Any], command: str
         "",
         f"- machine: {h.machine_line(info)}",
         f"- each cell: `scraper work --processes P --concurrency C --burst --rate-limit 0` on the first videos of a "
-        f"{notes.get('corpus_pages', 0):,}-page corpus, sized for ~{notes.get('cell_seconds', 0):g} s; output checked exact.",
+        f"{notes.get('corpus_pages', 0):,}-page corpus, sized for ~{notes.get('cell_seconds', 0):g} s; "
+        "output checked exact.",
         "- pages/s: over the `scraper work` step's wall time (start-up and burst exit included); steady: the median "
         "requests/s the simulator saw in the busy seconds. Little's law: C x P / latency. CPU: the work tree.",
         "- the bare row: one uvloop process, 256 workers, precomputed URLs, no Redis: one process's CPU ceiling here.",

@@ -10,7 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-CHECKED = ["scraper", "workers", "tests"]
+CHECKED = ["scraper", "workers", "tests", "benchmarks"]  # mypy: the files pyproject.toml names
 
 
 @pytest.mark.parametrize(

@@ -17,13 +17,15 @@ rounds: summed RSS counts the pages that forked children share many times.
 The harness is a child subreaper (``PR_SET_CHILD_SUBREAPER``): a descendant
 orphaned by its parent (multiprocessing's forkserver and resource tracker
 outlive the supervisor by a few ms and nobody waits for them) is reparented
-to the harness, which reaps it and adds its rusage, so its CPU is counted. Both are lower bounds of the CPU (wait4 misses descendants nobody reaped, the
+to the harness, which reaps it and adds its rusage, so its CPU is counted.
+Both are lower bounds of the CPU (wait4 misses descendants nobody reaped, the
 sampler misses each process's last interval), so the larger one is reported.
 Only the command's own tree is measured: the simulator runs in another tree.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -186,10 +188,8 @@ def _kill_tree(pid: int) -> None:
     except psutil.Error:
         return
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
 
 
 _LIVE: set[int] = set()  # commands started by run_measured and not yet reaped
