@@ -115,14 +115,9 @@ class PageParser:
 
     def _legacy(self, task: Task, data: dict[str, Any], crawled_at: int) -> PageResult:
         result = PageResult()
-        raw = data.get("replies")
-        if raw is None and task.page > 1:
-            if self.logged_in:
-                # With login this is a soft block more often than a gate: retry.
-                raise Throttled("code 0 with replies: null past page 1 (soft block)", reason="soft_block")
-            result.ledger.reason = ("login", f"legacy page {task.page}: replies null without login")
+        replies = self._legacy_replies(task, data, result)
+        if replies is None:
             return result
-        replies = _list(raw)
         if (task.page - 1) % self.page_window == 0:  # the first page of a window opens the next
             page = data.get("page")
             if not isinstance(page, dict) or "count" not in page:
@@ -141,6 +136,17 @@ class PageParser:
         self._roots(task, replies, result, crawled_at)
         return result
 
+    def _legacy_replies(self, task: Task, data: dict[str, Any], result: PageResult) -> list[dict[str, Any]] | None:
+        """A legacy page's roots; None when the service hid them (``replies: null`` past page 1)."""
+        raw = data.get("replies")
+        if raw is None and task.page > 1:
+            if self.logged_in:
+                # With login this is a soft block more often than a gate: retry.
+                raise Throttled("code 0 with replies: null past page 1 (soft block)", reason="soft_block")
+            result.ledger.reason = ("login", f"legacy page {task.page}: replies null without login")
+            return None
+        return _list(raw)
+
     def _auto_legacy(self, task: Task, data: dict[str, Any], crawled_at: int) -> PageResult:
         """Legacy pages of ``root_paging = "auto"``: all of them at once, up to the depth.
 
@@ -152,13 +158,9 @@ class PageParser:
         over to the cursor (``past_depth``), once.
         """
         result = PageResult()
-        raw = data.get("replies")
-        if raw is None and task.page > 1:
-            if self.logged_in:
-                raise Throttled("code 0 with replies: null past page 1 (soft block)", reason="soft_block")
-            result.ledger.reason = ("login", f"legacy page {task.page}: replies null without login")
+        replies = self._legacy_replies(task, data, result)
+        if replies is None:
             return result
-        replies = _list(raw)
         depth = self.legacy_depth
         # Without login the service shows page 1 only: page 2 is asked alone first,
         # and fans the rest out if it answers (a server without that gate).
