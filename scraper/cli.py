@@ -68,7 +68,22 @@ def _fail(message: str) -> None:
     print(redact(f"scraper: error: {message}"), file=sys.stderr)
 
 
+def _start_worker_server(argv: Sequence[str]) -> None:
+    """`work` and `run` fork their workers from a server that imports the hot path
+    (workers.forkserver): start it before this process imports anything more, so
+    that its ~0.25 s of imports overlaps ours (issue 15: a short job's start-up).
+    `run` on a terminal starts it later, inside its live view (scraper.commands.run)."""
+    command = argv[0] if argv else ""
+    if "-h" in argv or "--help" in argv:
+        return
+    if command == "work" or (command == "run" and not sys.stderr.isatty()):
+        from workers.forkserver import warm  # noqa: PLC0415
+
+        warm()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _start_worker_server(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from scraper import commands  # noqa: PLC0415
 
