@@ -19,7 +19,10 @@ cores) is part of the figure; where it agrees, the figure is the client's.
 
 nginx maps ``/x/v2/reply`` to ``main/<oid>/<pn>.json`` and
 ``/x/v2/reply/reply`` to ``reply/<oid>/<root>/<pn>.json`` by query
-argument; a request for anything else is a 404 (the mode then FAILS its
+argument, and serves the two identity answers a worker asks for once per
+crawl (``/x/frontend/finger/spi``: the device cookie the adapter sends with
+every request, ``/x/web-interface/nav``: the WBI keys), also fetched from the
+simulator; a request for anything else is a 404 (the mode then FAILS its
 exact-output check, which says the scraper asked for a page the static
 layout does not have: e.g. an identity or WBI endpoint of a newer adapter).
 The target's default root paging (``cursor``: WBI-signed chains) is such a
@@ -83,6 +86,8 @@ http {{
         default_type application/json;
         location = /x/v2/reply {{ try_files /main/$arg_oid/$arg_pn.json =404; }}
         location = /x/v2/reply/reply {{ try_files /reply/$arg_oid/$arg_root/$arg_pn.json =404; }}
+        location = /x/frontend/finger/spi {{ try_files /identity/spi.json =404; }}
+        location = /x/web-interface/nav {{ try_files /identity/nav.json =404; }}
         location = /_nginx_status {{ stub_status; }}
         location / {{ return 404; }}
     }}
@@ -125,6 +130,13 @@ async def render(urls: list[str], www: Path, concurrency: int = 64) -> int:
                 count += 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        # The identity answers (the same for every client of the simulator's open profile).
+        for path, name in (("/x/frontend/finger/spi", "spi.json"), ("/x/web-interface/nav", "nav.json")):
+            async with session.get(urls[0].split("/x/", 1)[0] + path) as response:
+                response.raise_for_status()
+                body = await response.read()
+            (www / "identity").mkdir(parents=True, exist_ok=True)
+            (www / "identity" / name).write_bytes(body)
     return count
 
 
