@@ -14,9 +14,11 @@ import sys
 if __name__ == "__main__":  # a spawned child re-imports this file as __mp_main__: do nothing there
     import aiomultiprocess
 
+    import workers.forkserver
     import workers.startup
     import workers.supervisor
 
+    workers.forkserver.warm = lambda: None  # the CLI's early start (scraper.cli)
     workers.startup.warm = lambda: None
     workers.supervisor.WorkerProcess = aiomultiprocess.Process  # type: ignore[misc]
 

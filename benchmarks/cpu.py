@@ -19,15 +19,29 @@ cores) is part of the figure; where it agrees, the figure is the client's.
 
 nginx maps ``/x/v2/reply`` to ``main/<oid>/<pn>.json`` and
 ``/x/v2/reply/reply`` to ``reply/<oid>/<root>/<pn>.json`` by query
-argument; a request for anything else is a 404 (the mode then FAILS its
+argument, and serves the two identity answers a worker asks for once per
+crawl (``/x/frontend/finger/spi``: the device cookie the adapter sends with
+every request, ``/x/web-interface/nav``: the WBI keys), also fetched from the
+simulator; a request for anything else is a 404 (the mode then FAILS its
 exact-output check, which says the scraper asked for a page the static
 layout does not have: e.g. an identity or WBI endpoint of a newer adapter).
+The target's default root paging (``cursor``: WBI-signed chains) is such a
+case; ``--root-paging legacy`` has the scraper fetch the very URLs the oracle
+fetches (page numbers, no signing), which nginx serves, and which compares the
+two on the same requests.
+
+Bytecode: the checkout's modules are compiled to ``__pycache__`` first
+(``compileall``; ``--no-compile`` skips it). An installed scraper (pip, the
+Docker image) has its .pyc files; a checkout run with
+``PYTHONDONTWRITEBYTECODE=1`` would compile the project's sources in every
+command it starts (~0.1 s of CPU per job, all of it charged to the scraper).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import json
 import os
 import re
@@ -72,6 +86,8 @@ http {{
         default_type application/json;
         location = /x/v2/reply {{ try_files /main/$arg_oid/$arg_pn.json =404; }}
         location = /x/v2/reply/reply {{ try_files /reply/$arg_oid/$arg_root/$arg_pn.json =404; }}
+        location = /x/frontend/finger/spi {{ try_files /identity/spi.json =404; }}
+        location = /x/web-interface/nav {{ try_files /identity/nav.json =404; }}
         location = /_nginx_status {{ stub_status; }}
         location / {{ return 404; }}
     }}
@@ -114,6 +130,13 @@ async def render(urls: list[str], www: Path, concurrency: int = 64) -> int:
                 count += 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        # The identity answers (the same for every client of the simulator's open profile).
+        for path, name in (("/x/frontend/finger/spi", "spi.json"), ("/x/web-interface/nav", "nav.json")):
+            async with session.get(urls[0].split("/x/", 1)[0] + path) as response:
+                response.raise_for_status()
+                body = await response.read()
+            (www / "identity").mkdir(parents=True, exist_ok=True)
+            (www / "identity" / name).write_bytes(body)
     return count
 
 
@@ -187,6 +210,12 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--force", action="store_true", help="write results from a dirty tree")
     parser.add_argument("--name", help="results file stem (default cpu, or cpu_quick)")
+    parser.add_argument(
+        "--root-paging",
+        choices=["cursor", "pages", "legacy"],
+        help="the scraper's root paging (SCRAPER_TARGET_ROOT_PAGING; default: the target's TOML)",
+    )
+    parser.add_argument("--no-compile", action="store_true", help="do not compile the checkout's bytecode first")
     args = parser.parse_args()
     h.become_subreaper()  # orphans of the measured commands (a forkserver) are reaped and counted
     if args.quick:
@@ -197,6 +226,11 @@ def main() -> int:
     info = h.machine_info()
     if info["dirty"] and not args.force:
         _machine.refuse_dirty(False)
+    if not args.no_compile:
+        for folder in ("scraper", "workers", "benchmarks"):
+            compileall.compile_dir(h.REPO / folder, quiet=1)
+    if args.root_paging:
+        os.environ["SCRAPER_TARGET_ROOT_PAGING"] = args.root_paging  # the scraper's commands read it
     window = _machine.CpuWindow().start()
     corpus = Corpus.generate(seed=args.seed, videos=args.videos, comments=args.comments)
     workdir = Path(tempfile.mkdtemp(prefix="scraper-bench-cpu-"))
@@ -279,6 +313,8 @@ def markdown(payload: dict[str, Any], pages: int) -> str:
         f"steal {cpu.get('steal_pct')} %",
         f"- {pages:,} pages, latency 0; P x C = {payload['args']['processes']} x {payload['args']['concurrency']}; "
         "client CPU = every process of the mode's tree (scraper: Redis, coordinate, export included); medians",
+        f"- scraper root paging: {payload['args'].get('root_paging') or 'the target default'}; bytecode: "
+        f"{'compiled on the fly (--no-compile)' if payload['args'].get('no_compile') else 'precompiled (compileall)'}",
         "",
     ]
     headers = [

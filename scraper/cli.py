@@ -40,13 +40,25 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked: importlib.metadata and the scan of
+    the installed distributions cost every command ~30 ms of CPU (issue 15)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show program's version number and exit", **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"scraper {_version()}")  # on stdout, like argparse's own version action
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from scraper.commands import register_all  # noqa: PLC0415
 
     parser = Parser(
         prog="scraper", description="Distributed comment scraper: Redis Streams + multi-process coroutine workers."
     )
-    parser.add_argument("--version", action="version", version=f"scraper {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
     register_all(cast("Subparsers", sub))
     return parser
@@ -56,7 +68,22 @@ def _fail(message: str) -> None:
     print(redact(f"scraper: error: {message}"), file=sys.stderr)
 
 
+def _start_worker_server(argv: Sequence[str]) -> None:
+    """`work` and `run` fork their workers from a server that imports the hot path
+    (workers.forkserver): start it before this process imports anything more, so
+    that its ~0.25 s of imports overlaps ours (issue 15: a short job's start-up).
+    `run` on a terminal starts it later, inside its live view (scraper.commands.run)."""
+    command = argv[0] if argv else ""
+    if "-h" in argv or "--help" in argv:
+        return
+    if command == "work" or (command == "run" and not sys.stderr.isatty()):
+        from workers.forkserver import warm  # noqa: PLC0415
+
+        warm()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _start_worker_server(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from scraper import commands  # noqa: PLC0415
 

@@ -194,9 +194,14 @@ class TaskQueue:
     def _rate_step(self, pipe: Any, batch: SettleBatch) -> None:
         """The ring of recent seconds for pages/s and comments/s (display only: a batch
         applied twice after an ambiguous reply may count twice here, never in the counters)."""
-        totals = batch.all_counters()
-        if totals["pages_done"] or totals["comments"]:
-            rates.bump(pipe, self.keys, int(time.time()), totals["pages_done"], totals["comments"])
+        # The two sums, not all_counters(): a Counter built per batch for two numbers.
+        pages, comments = batch.counters["pages_done"], batch.counters["comments"]
+        for outcome in batch.outcomes:
+            counters = outcome.counters
+            pages += counters["pages_done"]
+            comments += counters["comments"]
+        if pages or comments:
+            rates.bump(pipe, self.keys, int(time.time()), pages, comments)
 
     async def promote_due(self, limit: int = 500) -> int:
         """Move retries whose backoff has passed back into the stream."""

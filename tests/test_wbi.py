@@ -49,3 +49,15 @@ def test_keys_from_nav_logged_out() -> None:
 def test_keys_from_nav_rejects_missing_keys(payload: dict[str, object]) -> None:
     with pytest.raises(WbiKeyError):
         keys_from_nav(payload)
+
+
+def test_quoting_shortcut_matches_quote_for_every_character() -> None:
+    # js_quote skips quote() for values it would leave as they are: the answer
+    # must be quote()'s for every ASCII character and a few others, alone and mixed.
+    from urllib.parse import quote  # noqa: PLC0415
+
+    samples = [chr(c) for c in range(128)] + ["é", "中文", "\u2028", "a-b_c.d~e", "1702204169", "", "x y", "%41"]
+    samples += [a + b for a in samples[:128:7] for b in samples[::11]]
+    for value in samples:
+        assert js_quote(value) == quote(value, safe="!*'()"), repr(value)
+        assert js_quote(value) == quote(value, safe="!*'()"), repr(value)  # the cached answer too

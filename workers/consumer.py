@@ -278,8 +278,9 @@ class Consumer:
             self.progress_ts = time.time()
         if result.continuation is not None:
             outcome.followups.append(result.continuation)
-        outcome.counters.update(f"retries:{reason}" for reason in renewed)
-        outcome.counters["retries"] += len(renewed)
+        if renewed:  # no zero counters: each is one more HINCRBY in the settle script
+            outcome.counters.update(f"retries:{reason}" for reason in renewed)
+            outcome.counters["retries"] += len(renewed)
         if self.uploads is not None and outcome.records:
             self.uploads.hold(outcome)  # settles once its lines are in the bucket
         else:

@@ -14,7 +14,16 @@ from __future__ import annotations
 import gc
 import importlib
 
+# What a child unpickles before it runs anything: aiomultiprocess's entry
+# (Process.run_async, its Unit), the loop initializer (uvloop) and the target
+# (workers.spec.run_child). Not imported here, each child imported them after
+# the fork: aiomultiprocess with multiprocessing's managers, pool and
+# shared_memory, and uvloop, ~25 ms of CPU per child start (issue 15).
+import aiomultiprocess  # noqa: F401
+import uvloop  # noqa: F401
+
 import workers.child  # noqa: F401 - the import is the point: aiohttp, redis, orjson, the queue, the sink
+import workers.spec  # noqa: F401
 from scraper.targets import ADAPTERS
 
 for _spec in ADAPTERS.values():  # load_adapter() imports the target's adapter by name: have them all

@@ -22,41 +22,17 @@ threads. (Python 3.14 makes forkserver the default start method on Linux.)
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.context
-import multiprocessing.forkserver
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiomultiprocess
 from aiomultiprocess.types import Unit
 
-# Imported once in the forkserver; every child inherits them: workers.child's
-# whole hot path (aiohttp with its SSL contexts, redis.asyncio, orjson, the
-# targets, the sink), then gc.freeze() so the children's first collection
-# does not touch (and copy) every inherited page.
-HOT_MODULES = ["workers.forkserver_preload"]
+# The server itself (what it preloads, ``warm``) lives in workers.forkserver,
+# importable without aiomultiprocess: the CLI starts it first thing.
+from workers.forkserver import HOT_MODULES, START_METHOD, context, warm
 
-# Windows has no forkserver: there the children spawn (slower, same behaviour).
-START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def context() -> multiprocessing.context.BaseContext:
-    """The multiprocessing context worker children start from (preload set)."""
-    ctx = multiprocessing.get_context(START_METHOD)
-    ctx.set_forkserver_preload(HOT_MODULES)
-    return ctx
-
-
-def warm() -> None:
-    """Start the forkserver now, so its imports overlap the caller's own start-up.
-
-    Returns at once (the server imports in its own process); the first child
-    waits only for what is left of that import. Idempotent and cheap.
-    """
-    context()
-    if START_METHOD == "forkserver":
-        multiprocessing.forkserver.ensure_running()
+__all__ = ["HOT_MODULES", "START_METHOD", "WorkerProcess", "context", "warm"]
 
 
 class WorkerProcess(aiomultiprocess.Process):  # type: ignore[misc]  # aiomultiprocess is untyped

@@ -17,6 +17,8 @@ class Telemetry:
         self.recorder.request(duration_s, outcome)
 
     def settled(self, batch: SettleBatch) -> None:
+        if not self.recorder.enabled:  # no metrics port: not even the batch's totals
+            return
         self.recorder.settled(batch.all_counters())
         if self.in_flight is not None:
             self.recorder.in_flight(self.in_flight())

@@ -17,7 +17,6 @@ import ipaddress
 from pathlib import Path
 from urllib.parse import urlparse
 
-import aiohttp
 import orjson
 
 from scraper.errors import BadPayload, ConnectionFailed, PageError, UserError
@@ -25,7 +24,11 @@ from scraper.targets.base import AdapterContext
 from scraper.targets.bilibili_codes import raise_for_code
 from scraper.targets.credentials import SharedCredential
 from scraper.targets.wbi import keys_from_nav
-from workers.fetch import fetch
+
+# aiohttp (and workers.fetch, which imports it) are imported where a request is
+# made: `scraper coordinate` loads this adapter only for its seed tasks, and
+# importing aiohttp (its SSL contexts included) is ~0.15 s of CPU per command
+# (issue 15). A worker has it already: its forkserver preloads the hot path.
 
 WBI_MAX_AGE_S = 20 * 3600.0  # the keys change about daily: refresh at least that often
 DEVICE_MAX_AGE_S = 7 * 86400.0
@@ -80,6 +83,8 @@ class Identity:
         self.user = parse_cookie(load_user_cookie(context.http.cookie, context.http.cookie_file))
         self.login_allowed = cookie_allowed(base_url, context.cookie_host)
         self.logged_in = self.login_allowed and "SESSDATA" in self.user
+        self._cookie_device: dict[str, str] | None = None  # what cookie() last built its answer from
+        self._cookie = ""
         self.wbi = SharedCredential(
             context.redis, keys.wbi, keys.lock("wbi"), keys.stats, self._fetch_wbi, name="wbi", max_age_s=WBI_MAX_AGE_S
         )
@@ -95,12 +100,21 @@ class Identity:
 
     def cookie(self, device: dict[str, str]) -> str:
         """The Cookie header: the crawler's device cookie merged with the user's (theirs win)."""
+        # Every request asks; the device cookie changes about weekly. The last
+        # answer is kept with a copy of what it was built from (equal dicts of
+        # two or three short strings compare faster than the header is built).
+        if device == self._cookie_device:
+            return self._cookie
         merged = dict(device)
         if self.login_allowed:
             merged.update(self.user)
-        return "; ".join(f"{k}={v}" for k, v in merged.items())
+        self._cookie = "; ".join(f"{k}={v}" for k, v in merged.items())
+        self._cookie_device = dict(device)
+        return self._cookie
 
     async def _get_json(self, path: str, cookie: str) -> dict[str, object]:
+        from workers.fetch import fetch  # noqa: PLC0415 - see the imports
+
         headers = {"Cookie": cookie} if cookie else {}
         body = await fetch(self.context.session, f"{self.base_url}{path}", headers)
         try:
@@ -138,6 +152,8 @@ class Identity:
             raise spi_error from None  # the first failure says more (a 5xx, a ban) than the fallback's
 
     async def _device_from_home(self) -> dict[str, str]:
+        import aiohttp  # noqa: PLC0415 - see the imports
+
         try:
             async with self.context.session.get(f"{self.base_url}/", allow_redirects=False) as response:
                 await response.read()

@@ -9,7 +9,9 @@ algorithm and its published example are in DESIGN.md ("WBI signing");
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -24,12 +26,16 @@ _DROPPED = str.maketrans("", "", "!'()*")
 # encodeURIComponent leaves A-Z a-z 0-9 and - _ . ! ~ * ' ( ) unescaped; quote()
 # always keeps "_.-~", and "!*'()" never reach it (filtered out of values).
 _JS_SAFE = "!*'()"
+# What js_quote leaves as it is: a value made only of these needs no quote()
+# call (the numbers, names and hex digests of a signed query: most of them).
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~!*'()-]*")
 
 
 class WbiKeyError(ValueError):
     """The nav payload carries no usable wbi_img keys."""
 
 
+@lru_cache(maxsize=16)  # the keys change about daily; every signed request needs the mixin
 def mixin_key(img_key: str, sub_key: str) -> str:
     raw = img_key + sub_key
     return "".join(raw[i] for i in MIXIN_KEY_ORDER if i < len(raw))[:32]
@@ -56,6 +62,15 @@ def _stem(url: Any) -> str:
 
 def js_quote(value: str) -> str:
     """Percent-encode like JavaScript's encodeURIComponent (uppercase hex, space = %20)."""
+    if _UNQUOTED.fullmatch(value):
+        return value
+    return _quoted(value)
+
+
+# A signed query is quoted twice (to sign it, then to send it), and each
+# request's pagination string differs: a small cache serves the second time.
+@lru_cache(maxsize=1024)
+def _quoted(value: str) -> str:
     return quote(value, safe=_JS_SAFE)
 
 
