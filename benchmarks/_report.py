@@ -165,7 +165,15 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{args.get('concurrency')}",
         "- end to end: from the mode's start to its one output file written (scraper: redis-server start, "
         "coordinate, work, export); fetch: the mode's fetching interval (scraper: the `work` step); "
-        "client CPU: every process of the mode's tree, Redis included; PSS: the largest sum over the tree",
+        "client CPU: every process of the mode's tree, Redis included (scraper: its three commands' trees "
+        "and its Redis, not the benchmark's wrapper that runs them, whose CPU the JSON keeps as "
+        "`wrapper_cpu_s`); PSS: the largest sum over the tree",
+        "- bytecode: "
+        + (
+            "compiled on the fly (--no-compile)"
+            if args.get("no_compile")
+            else "the checkout precompiled (compileall) first, as an installed scraper has it"
+        ),
         "",
         "## Modes",
         "",

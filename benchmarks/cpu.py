@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import compileall
 import json
 import os
 import re
@@ -227,8 +226,7 @@ def main() -> int:
     if info["dirty"] and not args.force:
         _machine.refuse_dirty(False)
     if not args.no_compile:
-        for folder in ("scraper", "workers", "benchmarks"):
-            compileall.compile_dir(h.REPO / folder, quiet=1)
+        h.precompile()
     if args.root_paging:
         os.environ["SCRAPER_TARGET_ROOT_PAGING"] = args.root_paging  # the scraper's commands read it
     window = _machine.CpuWindow().start()

@@ -62,6 +62,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--name", help="results file stem (default latest, or quick with --quick)")
     parser.add_argument("--force", action="store_true", help="write results even from a dirty tree (the file says so)")
+    parser.add_argument("--no-compile", action="store_true", help="do not compile the checkout's bytecode first")
     parser.add_argument("--render", metavar="JSON", help="only rewrite the markdown (and chart) from a results JSON")
     args = parser.parse_args()
     if args.quick:
@@ -95,6 +96,8 @@ def main() -> int:
     info = h.machine_info()
     if info["dirty"] and not args.force:
         _machine.refuse_dirty(False)
+    if not args.no_compile:
+        h.precompile()
     window = _machine.CpuWindow().start()
     corpus = Corpus.generate(seed=args.seed, videos=args.videos, comments=args.comments)
     h.RESULTS_DIR.mkdir(exist_ok=True)

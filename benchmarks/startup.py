@@ -250,10 +250,9 @@ def main() -> int:
 
     info = _machine.refuse_dirty(args.force)
     if not args.no_compile:
-        import compileall  # noqa: PLC0415
+        from _harness import precompile  # noqa: PLC0415
 
-        for folder in ("scraper", "workers", "benchmarks"):
-            compileall.compile_dir(REPO / folder, quiet=1)
+        precompile()
     window = _machine.CpuWindow().start()
     results: dict[str, Any] = {}
 
