@@ -65,8 +65,8 @@ async def test_page_one_fans_out_every_page_to_the_depth_and_one_probe(
     [seed] = adapter.seed_tasks([Video(aid=video.aid, bvid=video.bvid)])
     assert (seed.kind, seed.page) == (MAIN, 1)
     result = await _get(adapter, session, seed)
-    pages = sorted(t.page for t in result.followups if t.kind == MAIN)
-    assert pages == [2, 3]  # the depth (2) and one probe past it, at once
+    pages = [t.page for t in result.followups if t.kind == MAIN]
+    assert pages == [3, 2]  # one probe past the depth (2), first, and the pages up to it, at once
     assert result.ledger.expected == video.acount and result.continuation is None
 
 

@@ -179,7 +179,9 @@ class PageParser:
                 result.ledger.expected = int(page.get("acount") or page["count"])
                 result.ledger.short_code = self.short_code
                 replies = _pinned(data, replies) + replies
-                first = range(2, last + 1) if self.logged_in else range(2, min(last, 2) + 1)
+                first = list(range(2, last + 1)) if self.logged_in else list(range(2, min(last, 2) + 1))
+                if depth and last == depth + 1:  # the probe first: what it opens should not wait behind the rest
+                    first.insert(0, first.pop())
                 result.followups.extend(Task(kind=MAIN, page=p, **more) for p in first)
             elif opener:
                 result.followups.extend(Task(kind=MAIN, page=p, **more) for p in range(3, last + 1))
