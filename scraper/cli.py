@@ -12,10 +12,12 @@ The commands live in :mod:`scraper.commands`, one module each.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from scraper.errors import RuntimeFailure, UserError
 from scraper.redact import redact
@@ -104,5 +106,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def entry() -> NoReturn:
+    """The console script: ``main``, then out at once.
+
+    Everything the command wrote is closed by now (the export renamed into
+    place, shards flushed by the workers, Redis told). What is left is the
+    interpreter tearing down every module and object it loaded, ~50-70 ms on
+    a command that imported aiohttp, redis and the rest: a short job pays it
+    on each of its commands. The streams and the log handlers are flushed
+    first; the forkserver and the resource tracker see their pipes close and
+    end on their own, as they do after any exit.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
