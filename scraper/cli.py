@@ -115,9 +115,12 @@ def entry() -> NoReturn:
     a command that imported aiohttp, redis and the rest: a short job pays it
     on each of its commands. The streams and the log handlers are flushed
     first; the forkserver and the resource tracker see their pipes close and
-    end on their own, as they do after any exit.
+    end on their own, as they do after any exit (the forkserver is told at
+    once, in case it is still importing).
     """
     code = main()
+    if "workers.forkserver" in sys.modules:  # `work` and `run` started one: the workers are done with it
+        sys.modules["workers.forkserver"].stop()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):

@@ -9,9 +9,12 @@ start-up only from the moment ``warm()`` runs (issue 15).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
+import os
+import signal
 
 # Imported once in the forkserver; every child inherits them: workers.child's
 # whole hot path (aiohttp with its SSL contexts, redis.asyncio, orjson, the
@@ -39,3 +42,19 @@ def warm() -> None:
     context()
     if START_METHOD == "forkserver":
         multiprocessing.forkserver.ensure_running()
+
+
+def stop() -> None:
+    """End the forkserver this process started, without waiting for it.
+
+    Called on the way out, when the workers have stopped: a server started
+    speculatively by ``warm()`` for a queue that turned out empty would
+    otherwise finish its ~0.25 s of imports before it noticed that its
+    parent was gone, holding the command's stdout and stderr open (a pipe
+    reader, like ``| tee``, waited for it). multiprocessing keeps the pid
+    in a private attribute: without it there is nothing to do.
+    """
+    pid = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)  # noqa: SLF001
+    if isinstance(pid, int) and pid > 0:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
