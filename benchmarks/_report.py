@@ -164,7 +164,8 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{args.get('repeat')} rounds (every mode once per round); P x C = {args.get('processes')} x "
         f"{args.get('concurrency')}",
         "- end to end: from the mode's start to its one output file written (scraper: redis-server start, "
-        "coordinate, work, export); fetch: the mode's fetching interval (scraper: the `work` step); "
+        "coordinate, work, export, timed by the wrapper that runs them, without its own interpreter's start: "
+        "`wrapper_wall_s` in the JSON); fetch: the mode's fetching interval (scraper: the `work` step); "
         "client CPU: every process of the mode's tree, Redis included (scraper: its three commands' trees "
         "and its Redis, not the benchmark's wrapper that runs them, whose CPU the JSON keeps as "
         "`wrapper_cpu_s`); PSS: the largest sum over the tree",
