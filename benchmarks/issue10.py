@@ -14,8 +14,6 @@ reads the simulator's /_sim/stats and the output's `crawled_at` stamps.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -26,43 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from _simproc import REPO, SCRAPER, isolated_env, simulator
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from scraper.simulator.corpus import Corpus  # noqa: E402
 
-SCRAPER = [sys.executable, "-m", "scraper.cli"]
 SESSION = "bench-session"
 
 
 def crawl(sim_args: list[str], env_extra: dict[str, str], work_args: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="issue10-") as tmp:
         root = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPER_")}
-        env.update(
-            SCRAPER_CONFIG_DIR=str(REPO / "config"),
-            SCRAPER_REDIS_STATE_DIR=str(root / "state"),
-            SCRAPER_WORKER_HEARTBEAT_DIR=str(root / "hb"),
-            PYTHONPATH=str(REPO),
-            **env_extra,
-        )
+        env = isolated_env(root, **env_extra)
         videos = root / "videos.txt"
-        sim = subprocess.Popen(
-            [*SCRAPER, "simulate", "--port", "0", "--write-videos", str(videos), *sim_args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            assert sim.stdout is not None
-            url = ""
-            while not url:
-                line = sim.stdout.readline()
-                if not line:
-                    raise SystemExit("simulator did not start")
-                match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-                url = match.group(1) if match else ""
+        with simulator(sim_args, videos, env) as url:
             common = ["--target", "video-list"]
             subprocess.run([*SCRAPER, "coordinate", *common, "--videos", str(videos), "--base-url", url], env=env,
                            check=True, capture_output=True)  # fmt: skip
@@ -72,10 +47,6 @@ def crawl(sim_args: list[str], env_extra: dict[str, str], work_args: list[str]) 
             elapsed = time.perf_counter() - started
             stats = orjson.loads(urllib.request.urlopen(f"{url}/_sim/stats", timeout=10).read())
             report = subprocess.run([*SCRAPER, "report", *common, "--json"], env=env, capture_output=True, text=True)
-        finally:
-            sim.terminate()
-            sim.wait(timeout=10)
-            subprocess.run([*SCRAPER, "redis", "stop"], env=env, capture_output=True)
         spans: dict[int, list[int]] = defaultdict(lambda: [2**63, 0])
         rpids: set[int] = set()
         for shard in (root / "out").rglob("*.jsonl"):

@@ -18,8 +18,6 @@ the last ones and must say so; the deep one must find them.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -28,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from _simproc import REPO, SCRAPER, isolated_env, simulator
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from scraper.simulator.corpus import Corpus  # noqa: E402
 
-SCRAPER = [sys.executable, "-m", "scraper.cli"]
 SESSION = "bench-session"
 WORK = ["--processes", "2", "--concurrency", "64", "--rate-limit", "0", "--burst"]
 
@@ -67,32 +64,10 @@ def case(seed: int, videos: int, comments: int, share: float, deep: bool, old: b
     corpus = Corpus.generate(seed=seed, videos=videos, comments=comments)
     with tempfile.TemporaryDirectory(prefix="refresh-") as tmp:
         root = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPER_")}
-        env.update(
-            SCRAPER_CONFIG_DIR=str(REPO / "config"),
-            SCRAPER_REDIS_STATE_DIR=str(root / "state"),
-            SCRAPER_WORKER_HEARTBEAT_DIR=str(root / "hb"),
-            SCRAPER_COOKIE=f"SESSDATA={SESSION}",
-            PYTHONPATH=str(REPO),
-        )
+        env = isolated_env(root, SCRAPER_COOKIE=f"SESSDATA={SESSION}")
         listing = root / "videos.txt"
         sim_args = ["--seed", str(seed), "--videos", str(videos), "--comments", str(comments), "--session", SESSION]
-        sim = subprocess.Popen(
-            [*SCRAPER, "simulate", "--port", "0", "--write-videos", str(listing), *sim_args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            assert sim.stdout is not None
-            url = ""
-            while not url:
-                line = sim.stdout.readline()
-                if not line:
-                    raise SystemExit("simulator did not start")
-                match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-                url = match.group(1) if match else ""
+        with simulator(sim_args, listing, env) as url:
             common = ["--target", "video-list"]
             out = ["--output-dir", str(root / "out")]
             cli(["coordinate", *common, "--videos", str(listing), "--base-url", url], env)
@@ -115,10 +90,6 @@ def case(seed: int, videos: int, comments: int, share: float, deep: bool, old: b
             report = orjson.loads(cli(["report", *common, "--json"], env).stdout)
             exported = root / "all.jsonl"
             cli(["export", *common, *out, "--output", str(exported)], env)
-        finally:
-            sim.terminate()
-            sim.wait(timeout=10)
-            cli(["redis", "stop"], env)
         rpids = [orjson.loads(line)["rpid"] for line in exported.read_bytes().splitlines() if line]
     expected = corpus.all_rpids() | set(added["rpids"])
 

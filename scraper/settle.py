@@ -134,6 +134,8 @@ class Outcome:
             data["tail"] = [delta.refused_page, delta.tail.encode().decode()]
         if delta.listed is not None:
             data["ls"] = delta.listed
+        if any(note[0] == -1 for note in delta.threads):
+            data["tl"] = 1  # tail pages: the script reads whether the list moved
         return orjson.dumps(data)
 
 
@@ -249,7 +251,9 @@ local function ledger(L, o)
     redis.call('HSETNX', L, 'expected', o.e - tonumber(redis.call('HGET', L, 'gone') or '0'))
   end
   local n, known, enq, past = o.n or 0, 0, 0, 0
-  local shifted = redis.call('HEXISTS', L, 'shift') == 1
+  -- only auto paging's legacy and tail pages ask whether the list moved (one read, not one per page)
+  local shifted = false
+  if o.ls or o.tl then shifted = redis.call('HEXISTS', L, 'shift') == 1 end
   if o.tail then
     -- auto paging: the legacy pages end at the lowest refused page; the first refusal hands
     -- the video to a cursor chain (once), which counts its pages up to there as known
