@@ -2,7 +2,7 @@
 
 Delivery is at-least-once: XREADGROUP -> work -> (flush output) -> settle.
 ``settle`` is one pipelined round trip per batch: one EVAL of
-``scraper.settle.SETTLE_LUA`` that, per entry, XACKs and only when that
+``scraper.settle_lua.SETTLE_LUA`` that, per entry, XACKs and only when that
 acknowledged it applies the entry's follow-ups, retry, dead letter or final
 record, counters and ledger deltas, then XDELs it (at most once per entry);
 then the per-second rate buckets. Because every settled entry is deleted in
@@ -29,7 +29,8 @@ from scraper import rates
 from scraper.keys import CONSUMER_GROUP, TASK_FIELD, TargetKeys, target_index_key
 from scraper.queue_counts import QueueCounts as QueueCounts  # re-exported
 from scraper.queue_counts import read_counts as read_counts
-from scraper.settle import SEED_LUA, SETTLE_LUA, Outcome
+from scraper.settle import Outcome
+from scraper.settle_lua import SEED_LUA, SETTLE_LUA
 from scraper.tasks import Task
 
 # KEYS: delayed, tasks. ARGV: now_ms, limit, field name.
@@ -176,7 +177,7 @@ class TaskQueue:
                     script_keys.append(keys.video(oid))
                     ledger_index[oid] = len(script_keys)  # Lua is 1-based
                     script_keys.append(keys.rcounts(oid))  # at index + 1: the video's thread rcounts (refresh)
-                outcomes.append(outcome.encode(ledger_index[oid]))
+                outcomes += outcome.encode(ledger_index[oid])
             pipe.eval(
                 SETTLE_LUA,
                 len(script_keys),

@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 from scraper.keys import TargetKeys
 from scraper.ledger import dead_delta, read_videos, summarize
 from scraper.queue import SettleBatch, TaskQueue, now_ms, read_counts
-from scraper.settle import FINAL_RECORDS_PER_VIDEO, LedgerDelta, Outcome
+from scraper.settle import LedgerDelta, Outcome
+from scraper.settle_lua import FINAL_RECORDS_PER_VIDEO
 from scraper.tasks import CURSOR, MAIN, REPLY, Task
 from tests.conftest import RedisServer
 
