@@ -37,6 +37,7 @@ from _procs import become_subreaper, free_port, install_cleanup, run_measured  #
 
 install_cleanup()
 
+from scraper.export import CSV_COLUMNS  # noqa: E402
 from scraper.simulator.corpus import Corpus  # noqa: E402
 
 
@@ -306,8 +307,15 @@ class Check:
         return ", ".join(parts) or "exact"
 
 
+# What every mode writes per comment, in this order: the fields of ``scraper export``
+# (its CSV columns, then crawled_at). A mode that writes less does less work per
+# comment than the scraper: its line counts as bad, and its run is not exact.
+FIELDS = (*CSV_COLUMNS, "crawled_at")
+
+
 def check_output(path: Path, expected: set[int]) -> Check:
-    """Compare an output file's rpids with the corpus's: exact set, duplicates counted."""
+    """Compare an output file's rpids with the corpus's: exact set, duplicates counted,
+    every line an object with ``FIELDS``."""
     seen: set[int] = set()
     lines = duplicates = bad = 0
     if path.is_file():
@@ -315,7 +323,10 @@ def check_output(path: Path, expected: set[int]) -> Check:
             for line in handle:
                 lines += 1
                 try:
-                    rpid = int(orjson.loads(line)["rpid"])
+                    record = orjson.loads(line)
+                    rpid = int(record["rpid"])
+                    if tuple(record) != FIELDS:
+                        raise ValueError("not the export's fields")
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     bad += 1
                     continue

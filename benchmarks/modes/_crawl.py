@@ -12,8 +12,9 @@ could have written:
 * an API error (``code != 0``: comments closed, video deleted) ends that video.
 
 Every mode parses with orjson and writes one orjson line per comment with the
-same fields as the scraper's export, so the modes differ only in how they
-schedule the fetching: the subject of the benchmark.
+same fields as the scraper's export (its BV id and the time it was crawled
+included), so the modes differ only in how they schedule the fetching: the
+subject of the benchmark.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from typing import Any
 
 import orjson
 
+from scraper.videos import aid_to_bvid
+
 PAGE_SIZE = 20
+_BVIDS: dict[int, str] = {}  # oid -> BV id: a user's video list carries both
 
 
 def main_url(base: str, oid: int, pn: int) -> str:
@@ -39,13 +43,21 @@ def reply_url(base: str, oid: int, root: int, pn: int) -> str:
     return f"{base}/x/v2/reply/reply?type=1&oid={oid}&root={root}&pn={pn}&ps={PAGE_SIZE}"
 
 
-def record(comment: dict[str, Any]) -> dict[str, Any]:
-    """The exported shape of one comment (the same fields as ``scraper export``)."""
+def bvid_of(oid: int) -> str:
+    found = _BVIDS.get(oid)
+    if found is None:
+        found = _BVIDS[oid] = aid_to_bvid(oid)
+    return found
+
+
+def record(comment: dict[str, Any], bvid: str, crawled_at: int) -> dict[str, Any]:
+    """The exported shape of one comment (the same fields, in the same order, as ``scraper export``)."""
     member = comment.get("member") or {}
     content = comment.get("content") or {}
     return {
         "rpid": int(comment["rpid"]),
         "oid": int(comment["oid"]),
+        "bvid": bvid,
         "root": int(comment.get("root") or 0),
         "parent": int(comment.get("parent") or 0),
         "mid": int(comment.get("mid") or member.get("mid") or 0),
@@ -55,6 +67,7 @@ def record(comment: dict[str, Any]) -> dict[str, Any]:
         "ctime": int(comment.get("ctime") or 0),
         "like": int(comment.get("like") or 0),
         "rcount": int(comment.get("rcount") or 0),
+        "crawled_at": crawled_at,
     }
 
 
@@ -77,10 +90,11 @@ def parse_records(base: str, url: str, body: bytes, *, follow: bool = True) -> t
     replies = data.get("replies") or []
     records: list[dict[str, Any]] = []
     followups: list[str] = []
-    if "/x/v2/reply/reply?" in url:
-        records.extend(record(reply) for reply in replies)
-        return records, followups
     oid = _query_int(url, "oid")
+    bvid, crawled_at = bvid_of(oid), int(time.time() * 1000)
+    if "/x/v2/reply/reply?" in url:
+        records.extend(record(reply, bvid, crawled_at) for reply in replies)
+        return records, followups
     first = _query_int(url, "pn") == 1
     if follow and first:
         pages = math.ceil(int(data["page"]["count"]) / PAGE_SIZE)
@@ -90,7 +104,7 @@ def parse_records(base: str, url: str, body: bytes, *, follow: bool = True) -> t
         seen: set[int] = set()
         replies = [c for c in pinned if c and not (c["rpid"] in seen or seen.add(c["rpid"]))] + replies
     for comment in replies:
-        records.append(record(comment))
+        records.append(record(comment, bvid, crawled_at))
         preview = comment.get("replies") or []
         rcount = int(comment.get("rcount") or 0)
         if rcount > len(preview):
@@ -99,7 +113,7 @@ def parse_records(base: str, url: str, body: bytes, *, follow: bool = True) -> t
                 pages = math.ceil(rcount / PAGE_SIZE)
                 followups.extend(reply_url(base, oid, root, pn) for pn in range(1, pages + 1))
         else:
-            records.extend(record(reply) for reply in preview)
+            records.extend(record(reply, bvid, crawled_at) for reply in preview)
     return records, followups
 
 
