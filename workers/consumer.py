@@ -50,7 +50,7 @@ from workers.telemetry import Telemetry
 from workers.uploads import Uploads
 
 log = logging.getLogger(__name__)
-_BURST_BLOCK_MS = 100
+_BURST_BLOCK_MS = 25
 _INLINE_RENEWALS = 2  # -403 retries right after a key renewal, before the delayed path
 FATAL = (TargetReset, RedisBug, OutputFailure)
 
@@ -105,9 +105,10 @@ class Consumer:
         self.fatal: BaseException | None = None
         self.capacity = self.worker.concurrency + self.worker.batch_size
         # A burst run checks for the end after each empty claim: a short block
-        # lets it exit ~0.1 s after the last page instead of up to block_ms.
+        # lets it exit within ~25 ms of the last page instead of up to block_ms.
         self._block_ms = min(self.worker.block_ms, _BURST_BLOCK_MS) if burst else self.worker.block_ms
         self.slot_freed = asyncio.Event()
+        self._starving_below = max(self.worker.concurrency // 2, 1)
         self.pages_done = 0
         self.progress_ts = time.time()
         self.waiting_limiter = 0
@@ -291,6 +292,10 @@ class Consumer:
             self.uploads.hold(outcome)  # settles once its lines are in the bucket
         else:
             self.settler.pending.add(outcome)  # the settler may have swapped the batch while we awaited
+            if outcome.followups and self.local.empty() and len(self.in_flight) <= self._starving_below:
+                # Half the coroutines idle, nothing queued here: its follow-ups are what
+                # they wait for. (A busy crawl settles on the tick: more pages a call.)
+                self.settler.starving.set()
         self.pages_done += 1
 
     async def _page(self, task: Task, renewed: list[str]) -> PageResult:

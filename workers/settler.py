@@ -18,6 +18,7 @@ bucket, and count as batched meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -56,6 +57,10 @@ class Settler:
         self.waiting: list[Outcome] = []  # done, lines not yet uploaded (object storage)
         self.last_settled = time.time()
         self._lock = asyncio.Lock()
+        # Set when a batch holds follow-ups while the consumer has nothing left to
+        # fetch: settling them now, not at the next tick, is the only way it gets
+        # more work (a short job's crawl is a few such hops, each up to a tick).
+        self.starving = asyncio.Event()
 
     @property
     def unsettled(self) -> int:
@@ -75,9 +80,14 @@ class Settler:
         return ids
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Settle every ``interval_s`` until ``stop``; never cancelled mid-settle by a stop."""
+        """Settle every ``interval_s``, or at once when ``starving``, until ``stop``;
+        never cancelled mid-settle by a stop."""
+        starving = self.starving
         while not stop.is_set():
-            await asyncio.sleep(self.interval_s)
+            if not starving.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(starving.wait(), self.interval_s)
+            starving.clear()
             await self.settle_now()
 
     async def settle_now(self) -> None:
