@@ -305,7 +305,10 @@ class Consumer:
         while True:
             try:
                 request = await self.adapter.request(task)
-                body = await self._fetch(request)
+                if self._unlimited:  # no limiter round trips, and one coroutine frame less per resume
+                    body = await fetch(self.session, request.url, request.headers)
+                else:
+                    body = await self._fetch(request)
                 result = self.adapter.parse(task, body)
                 break
             except PageError as exc:
@@ -324,8 +327,7 @@ class Consumer:
         return result
 
     async def _fetch(self, request: Request) -> bytes:
-        if self._unlimited:  # no limiter round trips at all on the hot path
-            return await fetch(self.session, request.url, request.headers)
+        """Fetch under the shared rate limit (the unlimited path calls ``fetch`` directly)."""
         async with self.limiter.slot():  # cluster-wide in-flight cap (no-op when off)
             self.waiting_limiter += 1
             try:
