@@ -204,7 +204,7 @@ local function ledger(L, o)
     redis.call('HSETNX', L, 'expected', o.e - tonumber(redis.call('HGET', L, 'gone') or '0'))
   end
   local n, known, enq, past = o.n or 0, 0, 0, 0
-  load(L, VIDEO_COUNTERS)
+  if not (cnt[L] and cnt[L].open) then load(L, VIDEO_COUNTERS) end  -- once per video and sync
   -- only auto paging's legacy and tail pages ask whether the list moved (one read, not one per page)
   local shifted = false
   if o.ls or o.tl then shifted = is_shifted(L) end
