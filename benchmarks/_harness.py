@@ -475,6 +475,13 @@ def run_mode(
         row["redis_cpu_ms_per_page"] = round(
             float((steps.get("redis") or {}).get("cpu_s") or 0) * 1000 / max(job.pages, 1), 3
         )
+    # The crawl alone: the scraper's `work` step and its Redis (not coordinate or export);
+    # any other mode's whole run (its crawl, and a join of its shards at most).
+    row["crawl_cpu_ms_per_page"] = (
+        round(row["work_cpu_ms_per_page"] + row["redis_cpu_ms_per_page"], 3)
+        if mode.startswith("scraper") and steps.get("work")
+        else row["cpu_ms_per_page"]
+    )
     return row
 
 
@@ -513,6 +520,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     row["fetch"] = spread([r["fetch_s"] for r in rows])
     row["cpu_ms_per_page"] = round(statistics.median(r["cpu_ms_per_page"] for r in rows), 3)
     row["server_cpu_ms_per_page"] = round(statistics.median(r["server_cpu_ms_per_page"] for r in rows), 3)
+    if all("crawl_cpu_ms_per_page" in r for r in rows):
+        row["crawl_cpu_ms_per_page"] = round(statistics.median(r["crawl_cpu_ms_per_page"] for r in rows), 3)
     row["pages_per_s"] = round(row["pages"] / row["wall"]["median"], 1)
     row["fetch_pages_per_s"] = round(row["pages"] / row["fetch"]["median"], 1)
     row["machine_runs"] = [r["machine"] for r in rows]
