@@ -59,6 +59,7 @@ class SettleBatch:
 
     outcomes: list[Outcome] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)
+    followups: int = 0  # follow-up tasks of the outcomes add() took: what the batch enqueues
 
     def __bool__(self) -> bool:
         return bool(self.outcomes or self.counters)
@@ -75,6 +76,7 @@ class SettleBatch:
 
     def add(self, outcome: Outcome) -> Outcome:
         self.outcomes.append(outcome)
+        self.followups += len(outcome.followups)
         return outcome
 
     def release(self, entry_id: bytes, task: Task) -> None:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from scraper.simulator.corpus import Corpus
-from tests.helpers import assert_exported_exactly, cli_env, coordinate, exported_rpids, run_cli, simulator
+from tests.helpers import assert_exported_exactly, cli_env, coordinate, exported_rpids, run_cli, simulator, start_cli
 
 SEED, VIDEOS, COMMENTS = 11, 24, 4000
 SESSION = "e2e-session"  # the simulator's accepted SESSDATA; the crawler gets it as SCRAPER_COOKIE
@@ -187,3 +187,24 @@ def test_reset_starts_a_target_over(tmp_path: Path, redis_url: str) -> None:
     assert orjson.loads(run_cli(["stats", "--redis-url", redis_url, "--json"], env).stdout)["targets"] == []
     fresh = run_cli(["coordinate", *common, "--videos", str(videos)], env)
     assert "2 tasks enqueued" in fresh.stdout
+
+
+def test_idle_workers_settle_without_waiting_for_the_tick(tmp_path: Path, redis_url: str) -> None:
+    """A small crawl is a few hops (page 1, then its pages and threads, then theirs), and a
+    hop's pages exist only once the page that found them is settled. With a settle tick of
+    ten minutes, a worker whose coroutines sit idle must settle what it holds at once (and
+    a burst must see its end), or this crawl would take a tick per hop."""
+    seed, videos_n, comments = 5, 3, 900
+    env = cli_env(tmp_path, SCRAPER_COOKIE=f"SESSDATA={SESSION}", SCRAPER_WORKER_SETTLE_INTERVAL_MS="600000")
+    videos = tmp_path / "videos.txt"
+    sim_args = ["--session", SESSION, "--seed", str(seed), "--videos", str(videos_n), "--comments", str(comments)]
+    with simulator(env, *sim_args, "--write-videos", str(videos)) as base_url:
+        common = ["--target", "video-list", "--redis-url", redis_url]
+        coordinate(env, common, videos, base_url)
+        out = tmp_path / "out"
+        work = start_cli(["work", *common, "--processes", "1", "--concurrency", "128", "--burst",
+                          "--output-dir", str(out), "--rate-limit", "0"], env)  # fmt: skip
+        _, stderr = work.communicate(timeout=90)  # a tick per hop would be 20 minutes and more
+        assert work.returncode == 0, stderr
+    expected = Corpus.generate(seed=seed, videos=videos_n, comments=comments).expected_rpids()
+    assert_exported_exactly(tmp_path, common, out, env, expected)

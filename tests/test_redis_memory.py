@@ -1,4 +1,5 @@
-"""Redis at rest after a real crawl: at most 16 bytes per page crawled.
+"""Redis at rest after a real crawl: at most 16 bytes per page crawled, and at most
+8 Redis commands per page on the way (the settle script's included).
 
 A user runs `scraper coordinate` and `scraper work --burst` against the
 simulator and a private redis-server; afterwards every key left in Redis is
@@ -19,6 +20,10 @@ from tests.helpers import cli_env, coordinate, run_cli, simulator, stats_json
 
 SEED, VIDEOS, COMMENTS = 21, 40, 120_000
 BYTES_PER_PAGE = 16
+# Every command the server ran, scripts' inner calls included, per page: XACK and XADD
+# are one each; the settle script reads and writes each video's counters once per call,
+# not once per page (issue 15: 15 a page before, under 4 after).
+COMMANDS_PER_PAGE = 8
 SESSION = "memory-session"  # the simulator's accepted SESSDATA: logged in, every comment is served
 FIXED_SUFFIXES = (":rate", ":stats", ":meta", ":consumers")  # per target, whatever the crawl's length
 FIXED_MAX_BYTES = 32 * 1024  # each
@@ -38,11 +43,15 @@ def test_redis_keeps_at_most_16_bytes_per_page(tmp_path: Path, redis_url: str) -
     common = ["--target", "video-list", "--redis-url", redis_url]
     sim_args = ["--seed", str(SEED), "--videos", str(VIDEOS), "--comments", str(COMMENTS)]
     sim_args += ["--session", SESSION, "--write-videos", str(videos)]
+    admin = redis.Redis.from_url(redis_url)
+    admin.config_resetstat()  # the session's server: count this crawl's commands only
     with simulator(env, *sim_args) as base_url:
         coordinate(env, common, videos, base_url)
         work = run_cli(["work", *common, "--processes", "1", "--concurrency", "64", "--burst",
                         "--output-dir", str(tmp_path / "out"), "--rate-limit", "0"], env, timeout=300)  # fmt: skip
         assert work.returncode == 0, work.stderr
+    calls = {name: int(row["calls"]) for name, row in admin.info("commandstats").items()}
+    admin.close()
     stats = stats_json(redis_url, env)
     # every comment a complete crawl returns (pinned ones in, a deleted root's replies out)
     reachable = Corpus.generate(seed=SEED, videos=VIDEOS, comments=COMMENTS).all_rpids()
@@ -56,3 +65,7 @@ def test_redis_keeps_at_most_16_bytes_per_page(tmp_path: Path, redis_url: str) -
     growing = {key: size for key, size in sizes.items() if key not in fixed}
     per_page = sum(growing.values()) / pages
     assert per_page <= BYTES_PER_PAGE, f"{per_page:.1f} B per page over {pages} pages: {growing}"
+
+    # Scripts are counted by their inner calls; the script calls themselves are per batch.
+    commands = sum(n for name, n in calls.items() if name not in ("cmdstat_eval", "cmdstat_evalsha"))
+    assert commands / pages <= COMMANDS_PER_PAGE, f"{commands / pages:.1f} commands per page: {calls}"

@@ -167,6 +167,7 @@ class Consumer:
         await stop_tasks([claimer], grace_s=self._block_ms / 1000 + 1)
         await handback.drain(self, workers)
         settle_stop.set()
+        self.settler.starving.set()  # wake it now, not at its next tick
         await stop_tasks([settler], grace_s=self.worker.drain_timeout_s)
         await stop_tasks(side)
         if isinstance(self.fatal, OutputFailure):
@@ -208,7 +209,12 @@ class Consumer:
                 await self.slot_freed.wait()
                 continue
             count = min(free, self.worker.batch_size)
-            self.accept(await self.guard.call(partial(self.queue.claim, count, self._block_ms)))
+            claimed = await self.guard.call(partial(self.queue.claim, count, self._block_ms))
+            self.accept(claimed)
+            if not claimed and self.settler.pending:
+                # Nothing to claim: what this worker has not settled yet (follow-ups, or the
+                # last acknowledgements a burst's end waits for) is what everyone waits for.
+                self.settler.starving.set()
             if self.local.empty() and self.burst and await self._crawl_over():
                 log.info("%s: nothing queued, pending or delayed: burst done", self.name)
                 self.request_stop()
@@ -292,11 +298,11 @@ class Consumer:
             self.uploads.hold(outcome)  # settles once its lines are in the bucket
         else:
             self.settler.pending.add(outcome)  # the settler may have swapped the batch while we awaited
-            if outcome.followups and self.local.empty() and len(self.in_flight) <= self._starving_below:
-                # Half the coroutines idle, nothing queued here: its follow-ups are what
-                # they wait for. (A busy crawl settles on the tick: more pages a call.)
-                self.settler.starving.set()
         self.pages_done += 1
+        if self.settler.pending.followups and self.local.empty() and len(self.in_flight) <= self._starving_below:
+            # Half the coroutines idle, nothing queued here: the batch's follow-ups are
+            # what they wait for. (A busy crawl settles on the tick: more pages a call.)
+            self.settler.starving.set()
 
     async def _page(self, task: Task, renewed: list[str]) -> PageResult:
         """Fetch and parse one page; a -403 is retried at once after the shared key renewal."""
