@@ -39,13 +39,12 @@ local inc = {}  -- stats counters, summed over the call
 local function bump(k, v) inc[k] = (inc[k] or 0) + v end
 local settled = {}  -- acknowledged entries, deleted together at the end
 local has_ledger, has_new, shifted_of = {}, {}, {}  -- ledger key -> field present
-local rc0_of = {}  -- ledger key -> the roots page 1 listed (false: not known yet)
+local rc0_of = {}  -- ledger key -> the roots page 1 listed (-1: not known yet)
 
 local function is_shifted(L)
   if shifted_of[L] == nil then shifted_of[L] = redis.call('HEXISTS', L, 'shift') == 1 end
   return shifted_of[L]
 end
-
 
 -- The ledger's counters (open, fetched, lf, tf, new and the open threads' t:<root>:e/g/o)
 -- change with nearly every page: they are read once, summed here, and written back
