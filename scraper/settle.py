@@ -129,7 +129,8 @@ class Outcome:
             data["why"] = list(delta.reason)
         if delta.short_code:
             data["end"] = delta.short_code
-        data["tc"] = delta.thread_code
+        if self.task.root:  # read for sub-reply pages only
+            data["tc"] = delta.thread_code
         if delta.thread_gone:
             data["tg"] = 1
         if delta.tail is not None:

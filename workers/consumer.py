@@ -207,7 +207,9 @@ class Consumer:
                 self.slot_freed.clear()
                 await self.slot_freed.wait()
                 continue
-            count = min(free, self.worker.batch_size)
+            # Every free slot in one XREADGROUP: claiming at most batch_size a call took
+            # ~3 round trips per settle at 128 coroutines, ~5 % more CPU a page (issue 15).
+            count = free
             claimed = await self.guard.call(partial(self.queue.claim, count, self._block_ms))
             self.accept(claimed)
             if not claimed and self.settler.pending:
@@ -226,11 +228,15 @@ class Consumer:
     # ---- the hot path ----------------------------------------------------
 
     async def _work_loop(self) -> None:
+        local, held, writable = self.local, self.settler.held, self.guard.writable
         while True:
-            entry_id, task = await self.local.get()
-            if entry_id not in self.settler.held:
+            # The waits are awaited only when they would wait: an await of a coroutine
+            # that returns at once still costs its creation, per page.
+            entry_id, task = local.get_nowait() if local.qsize() else await local.get()
+            if entry_id not in held:
                 continue  # taken over by another consumer while it waited here
-            await self.guard.writable.wait()  # no fetching while Redis refuses writes
+            if not writable.is_set():
+                await writable.wait()  # no fetching while Redis refuses writes
             self.in_flight[entry_id] = task
             try:
                 await self._process(entry_id, task)

@@ -35,9 +35,11 @@ class PageResult:
     continuation: Task | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """One GET: its URL, per-request headers, and the credential versions it was built with."""
+    """One GET: its URL, per-request headers, and the credential versions it was built with.
+
+    One per request: not ``frozen``, which sets each field through ``object.__setattr__``."""
 
     url: str
     headers: dict[str, str] = field(default_factory=dict)

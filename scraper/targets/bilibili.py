@@ -71,7 +71,7 @@ class BilibiliAdapter:
             if task.kind in (CURSOR, HOT):
                 raise TransientError("cursor pages need WBI keys: no worker context", reason="no_context")
             return Request(self.url(task))
-        device, device_version = await self.identity.device.get()
+        device, device_version = self.identity.device.peek() or await self.identity.device.get()
         headers = {"Cookie": self.identity.cookie(device)}
         versions = {"device": device_version}
         if task.kind not in (CURSOR, HOT):

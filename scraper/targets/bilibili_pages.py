@@ -238,11 +238,16 @@ class PageParser:
 
 
 def _list(value: Any) -> list[dict[str, Any]]:
+    """The comments of a ``replies`` list (the list itself unless it holds something else:
+    called for every comment's preview, a copy per call cost more than the check)."""
     if value is None:
         return []
     if not isinstance(value, list):
         raise BadPayload("replies is not a list", reason="bad_shape")
-    return [c for c in value if isinstance(c, dict)]
+    for comment in value:
+        if type(comment) is not dict:
+            return [c for c in value if isinstance(c, dict)]
+    return value
 
 
 def _pinned(data: dict[str, Any], replies: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -58,6 +58,10 @@ class SharedCredential:
         now = time.time()
         return bool(self.values) and now - self._fetched_at < self.max_age_s and now - self._checked_at < 60
 
+    def peek(self) -> tuple[dict[str, str], int] | None:
+        """``get()``'s answer when the local copy is current, without a coroutine (per request)."""
+        return (self.values, self.version) if self._current() else None
+
     async def get(self) -> tuple[dict[str, str], int]:
         """The current values and their version (fetched once if nobody has yet, or when stale)."""
         if self._current():
