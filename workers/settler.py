@@ -18,7 +18,6 @@ bucket, and count as batched meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -83,10 +82,16 @@ class Settler:
         """Settle every ``interval_s``, or at once when ``starving``, until ``stop``;
         never cancelled mid-settle by a stop."""
         starving = self.starving
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             if not starving.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(starving.wait(), self.interval_s)
+                # The tick sets the same event: wait_for() would wrap the wait in a new
+                # task and cancel it on every timeout, 50 times a second.
+                tick = loop.call_later(self.interval_s, starving.set)
+                try:
+                    await starving.wait()
+                finally:
+                    tick.cancel()
             starving.clear()
             await self.settle_now()
 
