@@ -65,7 +65,7 @@ class HttpSettings:
 class WorkerSettings:
     processes: int = 2
     concurrency: int = 128  # consumer coroutines per process
-    batch_size: int = 32  # XREADGROUP COUNT
+    batch_size: int = 32  # pages held beyond the coroutines; a claim fills every free slot in one XREADGROUP
     block_ms: int = 500  # XREADGROUP BLOCK
     settle_interval_ms: int = 20  # how often finished pages are flushed + acknowledged
     output_dir: str = "output"  # a folder, or s3://BUCKET/PREFIX for object storage ([s3] section)

@@ -27,7 +27,7 @@ def main() -> None:
         __doc__,
         processes=(int, 2, "worker processes"),
         concurrency=(int, 128, "consumer coroutines per process"),
-        batch_size=(int, 0, "tasks per XREADGROUP (0: the config's)"),
+        batch_size=(int, 0, "claimed pages held beyond the coroutines (0: the config's)"),
         log_level=(str, "WARNING", "the scraper's log level"),
         one_command=(int, 0, "1: `scraper run` (coordinate + work + export in one process) instead of the three"),
     )

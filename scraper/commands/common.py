@@ -74,7 +74,7 @@ def work_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rate-burst", type=int, help="requests the limiter lets through at once (at least 1)")
     parser.add_argument("--inflight-per-host", type=int, help="cluster-wide cap on requests in flight; 0 = none")
-    parser.add_argument("--batch-size", type=int, help="tasks claimed per XREADGROUP (default 32)")
+    parser.add_argument("--batch-size", type=int, help="claimed pages held beyond the coroutines (default 32)")
     parser.add_argument("--max-attempts", type=int, help="attempts before a page becomes a dead letter (default 5)")
     parser.add_argument("--backoff-base", type=float, dest="backoff_base_s", help="first retry delay, seconds")
     parser.add_argument(
