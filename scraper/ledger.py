@@ -31,9 +31,9 @@ transaction as the pages it describes (scraper.settle):
 ``rf``         a refresh is running ("0" plain, "1" deep); gone when it ends
 ``refreshed_at`` when the last refresh of the video ended (unix seconds)
 ``new``        comments the last refresh found (rpid above its watermark)
-``t:<root>:e`` a thread's rcount      } only while the thread has open pages:
-``t:<root>:g`` replies fetched         } deleted when its last page settles
-``t:<root>:o`` the thread's open pages }
+``t:<root>:e`` a thread's rcount      } only while a thread of several pages has open
+``t:<root>:g`` replies fetched         } pages: deleted when its last page settles (a
+``t:<root>:o`` the thread's open pages } one-page thread's page checks itself: Task.expect)
 =============  ================================================================
 """
 

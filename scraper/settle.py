@@ -13,6 +13,12 @@ video in step with its pages: open tasks per video and per thread, comments
 fetched against what the service announced, the first reason a video cannot be
 complete, and the video's status once its last open page settles.
 
+A page opens threads in ``LedgerDelta.threads``: ``(root, rcount, pages)``, and
+the ledger counts the thread's open pages and replies (``t:<root>:e/g/o``); or
+``(root, rcount, 0)`` for a thread of one page, which opens nothing: its page's
+task carries the rcount (``Task.expect``) and its settle compares it with what
+the page gave, so most threads cost the ledger no field (issue 15).
+
 Refresh crawls (``scraper.refresh``) ride on the same entries. Besides the
 threads a page opens, ``LedgerDelta.threads`` carries two kinds of notes (they
 travel in ``threads`` because that is the list a chain fetched inline merges):
@@ -73,6 +79,12 @@ def tail_note(records: int, page: int) -> tuple[int, int, int]:
     return (-1, records, page)
 
 
+def one_page_thread(root: int, rcount: int) -> tuple[int, int, int]:
+    """A thread of one page: its rcount is remembered (refresh), no ledger fields opened;
+    its page (``Task.expect``) settles the thread's check alone."""
+    return (root, rcount, 0)
+
+
 def recheck(root: int, rcount: int, page_size: int) -> tuple[int, int, int]:
     """An old root seen again: fetch its thread's new pages if ``rcount`` grew."""
     return (root, rcount, -page_size)
@@ -131,6 +143,8 @@ class Outcome:
             data["end"] = delta.short_code
         if self.task.root:  # read for sub-reply pages only
             data["tc"] = delta.thread_code
+            if self.task.expect:
+                data["te"] = self.task.expect  # a one-page thread: checked by this page alone
         if delta.thread_gone:
             data["tg"] = 1
         if delta.tail is not None:

@@ -197,6 +197,19 @@ local function finish(L)
   redis.call('HDEL', L, 'since', 'slack')
 end
 
+local function thread_end(L, o, e, g)  -- a thread's last page settled: e announced, g fetched
+  if o.tg then
+    -- the root was deleted: its announced replies no longer exist anywhere
+    if e > g and redis.call('HEXISTS', L, 'expected') == 1 then
+      redis.call('HINCRBY', L, 'expected', g - e)
+      redis.call('HINCRBY', L, 'gone', e - g)
+    end
+  elseif g < e - math.floor(e * (1 - ratio)) and redis.call('HEXISTS', L, 'reason') == 0 then
+    redis.call('HSET', L, 'reason', o.tc, 'detail',
+      string.format('thread %d: %d of %d replies', o.r, g, e))
+  end
+end
+
 local function ledger(L, o)
   if o.e then
     -- replies announced under roots since deleted are kept out of a refresh's expectation too
@@ -232,6 +245,8 @@ local function ledger(L, o)
         if t[3] > counter(L, 'top') then put(L, 'top', t[3]) end
       elseif t[3] < 0 then
         enq = enq + recheck(L, t[1], t[2], -t[3])
+      elseif t[3] == 0 then
+        remember(L, t[1], t[2])  -- a one-page thread: its page checks itself (o.te)
       else
         local p = 't:' .. string.format('%d', t[1])
         put(L, p .. ':e', t[2])
@@ -269,23 +284,15 @@ local function ledger(L, o)
   end
   if o['end'] then redis.call('HSET', L, 'end', o['end']) end
   local fu = o.fu + enq
-  if o.r ~= 0 then
+  if o.te then
+    -- the page of a one-page thread: the thread's whole check, without ledger fields
+    if o.d == 1 then thread_end(L, o, o.te, n) end
+  elseif o.r ~= 0 then
     local p = 't:' .. string.format('%d', o.r)
     load(L, {p .. ':e', p .. ':g', p .. ':o'})
     if n > 0 then add(L, p .. ':g', n) end
     if o.d == 1 and add(L, p .. ':o', -1) <= 0 then
-      local e = counter(L, p .. ':e')
-      local g = counter(L, p .. ':g')
-      if o.tg then
-        -- the root was deleted: its announced replies no longer exist anywhere
-        if e > g and redis.call('HEXISTS', L, 'expected') == 1 then
-          redis.call('HINCRBY', L, 'expected', g - e)
-          redis.call('HINCRBY', L, 'gone', e - g)
-        end
-      elseif g < e - math.floor(e * (1 - ratio)) and redis.call('HEXISTS', L, 'reason') == 0 then
-        redis.call('HSET', L, 'reason', o.tc, 'detail',
-          string.format('thread %d: %d of %d replies', o.r, g, e))
-      end
+      thread_end(L, o, counter(L, p .. ':e'), counter(L, p .. ':g'))
       redis.call('HDEL', L, p .. ':e', p .. ':g', p .. ':o')
       forget(L, {p .. ':e', p .. ':g', p .. ':o'})
     end

@@ -19,7 +19,7 @@ REPLY = "reply"  # a page of sub-replies of one root comment: /x/v2/reply/reply
 ROOT_KINDS = (MAIN, CURSOR, HOT)  # pages of a video's root list (its chain or its numbered pages)
 
 
-# Not ``frozen``: a frozen dataclass sets each of its 12 fields through
+# Not ``frozen``: a frozen dataclass sets each of its fields through
 # ``object.__setattr__`` (1.4 us a task against 0.4), and a worker builds or
 # decodes about two tasks a page. Treat a Task as immutable all the same: nothing
 # assigns to one; ``replace`` makes a changed copy. ``unsafe_hash``: it stays
@@ -43,6 +43,10 @@ class Task:
     # fetched: the settle script counts them as known. -1 = a cursor chain over the
     # whole list that counts in their stead (the list moved under them).
     tail: int = 0
+    # A one-page thread's page: its root's rcount. The page settles its thread's check
+    # alone (fetched against announced) and the video's ledger keeps no fields for the
+    # thread; 0 = a page of a longer thread (or a recheck's), counted in the ledger.
+    expect: int = 0
 
     @property
     def fingerprint(self) -> str:
@@ -73,6 +77,7 @@ class Task:
             "renewals": self.renewals,
             **({"since": self.since, "deep": self.deep} if self.since else {}),
             **({"tail": self.tail} if self.tail else {}),
+            **({"expect": self.expect} if self.expect else {}),
         }
 
     def encode(self) -> bytes:
@@ -108,4 +113,5 @@ class Task:
             since=int(data.get("since", 0)),
             deep=int(data.get("deep", 0)),
             tail=int(data.get("tail", 0)),
+            expect=int(data.get("expect", 0)),
         )

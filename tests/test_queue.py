@@ -181,6 +181,46 @@ async def test_a_short_thread_or_a_dead_page_leaves_the_video_incomplete(client:
     assert summarize(list(states.values()))["incomplete"] == 2
 
 
+async def test_one_page_threads_check_themselves_without_ledger_fields(client: aioredis.Redis) -> None:
+    """A thread of one page carries its rcount in its task: short, complete or gone, its
+    page alone decides, and the video's ledger never holds fields for it."""
+    queue = TaskQueue(client, KEYS, "c1", complete_ratio=1.0)
+    await queue.ensure_group()
+    await queue.seed([(Task(kind=CURSOR, oid=oid, page=1), f"BV{oid}") for oid in (1, 2, 3)])
+    entries = {t.oid: (e, t) for e, t in await queue.claim(3, block_ms=10)}
+    threads = {oid: Task(kind=REPLY, oid=oid, root=50 + oid, page=1, expect=15) for oid in (1, 2, 3)}
+    await queue.settle(
+        SettleBatch(
+            [
+                _done(entries[oid], [threads[oid]], records=20, expected=35, threads=[(50 + oid, 15, 0)])
+                for oid in (1, 2, 3)
+            ]
+        )
+    )
+    for oid in (1, 2, 3):
+        ledger = await client.hgetall(KEYS.video(oid))
+        assert not [k for k in ledger if k.startswith(b"t:")]  # nothing opened for the thread
+        assert ledger[b"open"] == b"1"  # its page is open all the same
+        assert len(await client.get(KEYS.rcounts(oid)) or b"") == 12  # its rcount, for a refresh
+    pages = {t.oid: (e, t) for e, t in await queue.claim(3, block_ms=10)}
+    assert {t.expect for _, t in pages.values()} == {15}  # the rcount crossed the stream
+    await queue.settle(
+        SettleBatch(
+            [
+                _done(pages[1], records=15, thread_code="thread_short"),
+                _done(pages[2], records=9, thread_code="thread_short"),
+                _done(pages[3], records=4, thread_code="thread_short", thread_gone=True),
+            ]
+        )
+    )
+    states = {s.oid: s for s in await read_videos(client, KEYS)}
+    assert (states[1].status, states[1].expected, states[1].fetched) == ("complete", 35, 35)
+    assert (states[2].status, states[2].fetched) == ("incomplete", 29)
+    assert states[2].reason == "29 of 35 comments fetched (thread 52: 9 of 15 replies)"
+    # The root went away: the 11 replies never fetched are no longer expected.
+    assert (states[3].status, states[3].expected, states[3].fetched) == ("complete", 24, 24)
+
+
 async def test_retry_carries_attempts_and_waits_for_its_due_time(client: aioredis.Redis) -> None:
     queue = TaskQueue(client, KEYS, "c1")
     await queue.ensure_group()

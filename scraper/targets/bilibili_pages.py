@@ -15,7 +15,7 @@ from typing import Any
 
 from scraper.errors import BadPayload, Throttled
 from scraper.settings import TargetSettings
-from scraper.settle import page_note, recheck, tail_note
+from scraper.settle import one_page_thread, page_note, recheck, tail_note
 from scraper.targets.base import PageResult
 from scraper.tasks import CURSOR, HOT, MAIN, REPLY, Task
 
@@ -218,6 +218,16 @@ class PageParser:
                     result.ledger.threads.append(recheck(root, rcount, self.page_size))
                     continue
                 pages = math.ceil(rcount / self.page_size)
+                if pages == 1:
+                    # Most threads: their one page checks itself (the task carries the
+                    # rcount), and the ledger only remembers the rcount for refreshes.
+                    result.ledger.threads.append(one_page_thread(root, rcount))
+                    result.followups.append(
+                        Task(
+                            kind=REPLY, oid=task.oid, page=1, root=root, bvid=task.bvid, since=task.since, expect=rcount
+                        )
+                    )
+                    continue
                 result.ledger.threads.append((root, rcount, pages))
                 result.followups.extend(
                     Task(kind=REPLY, oid=task.oid, page=p, root=root, bvid=task.bvid, since=task.since)
