@@ -218,19 +218,20 @@ class PageParser:
                     result.ledger.threads.append(recheck(root, rcount, self.page_size))
                     continue
                 pages = math.ceil(rcount / self.page_size)
-                if pages == 1:
-                    # Most threads: their one page checks itself (the task carries the
-                    # rcount), and the ledger only remembers the rcount for refreshes.
-                    result.ledger.threads.append(one_page_thread(root, rcount))
-                    result.followups.append(
-                        Task(
-                            kind=REPLY, oid=task.oid, page=1, root=root, bvid=task.bvid, since=task.since, expect=rcount
-                        )
-                    )
-                    continue
-                result.ledger.threads.append((root, rcount, pages))
+                # Most threads have one page: it checks itself (its task carries the
+                # rcount) and the ledger only remembers the rcount, for refreshes.
+                one = pages == 1
+                result.ledger.threads.append(one_page_thread(root, rcount) if one else (root, rcount, pages))
                 result.followups.extend(
-                    Task(kind=REPLY, oid=task.oid, page=p, root=root, bvid=task.bvid, since=task.since)
+                    Task(
+                        kind=REPLY,
+                        oid=task.oid,
+                        page=p,
+                        root=root,
+                        bvid=task.bvid,
+                        since=task.since,
+                        expect=rcount if one else 0,
+                    )
                     for p in range(1, pages + 1)
                 )
             else:
