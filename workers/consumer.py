@@ -38,6 +38,7 @@ from scraper.sinks_s3 import S3SegmentSink
 from scraper.targets.base import CredentialsRejected, PageResult, Request, SiteAdapter
 from scraper.tasks import Task
 from workers import handback
+from workers.claims import claim_on_time
 from workers.fetch import fetch
 from workers.handback import stop_tasks
 from workers.heartbeat import Heartbeat
@@ -207,18 +208,37 @@ class Consumer:
                 self.slot_freed.clear()
                 await self.slot_freed.wait()
                 continue
+            # Asked before a blocking claim too, not only after an empty one: a worker that
+            # goes idle at the end need not block a whole claim to learn it (workers.claims).
+            if self.burst and self.local.empty() and await self._burst_over():
+                break
             # Every free slot in one XREADGROUP: claiming at most batch_size a call took
             # ~3 round trips per settle at 128 coroutines, ~5 % more CPU a page (issue 15).
             count = free
-            claimed = await self.guard.call(partial(self.queue.claim, count, self._block_ms))
+            claimed = await self._claim(count)
             self.accept(claimed)
             if not claimed and self.settler.pending:
                 # Nothing to claim: what this worker has not settled yet (follow-ups, or the
                 # last acknowledgements a burst's end waits for) is what everyone waits for.
                 self.settler.starving.set()
-            if self.local.empty() and self.burst and await self._crawl_over():
-                log.info("%s: nothing queued, pending or delayed: burst done", self.name)
-                self.request_stop()
+            if self.local.empty() and self.burst:
+                await self._burst_over()
+
+    async def _claim(self, count: int) -> list[Entry]:
+        claim = self.guard.call(partial(self.queue.claim, count, self._block_ms))
+        if not self.burst:  # a long-running worker: a late empty claim costs nothing
+            return await claim
+        # A burst's end waits for its last claims: on a quiet server their BLOCK could
+        # end up to 100 ms late (workers.claims).
+        return await claim_on_time(claim, self._block_ms / 1000, partial(self.guard.call, self.queue.redis.ping))
+
+    async def _burst_over(self) -> bool:
+        """A burst run stops once the crawl is over."""
+        if not await self._crawl_over():
+            return False
+        log.info("%s: nothing queued, pending or delayed: burst done", self.name)
+        self.request_stop()
+        return True
 
     async def _crawl_over(self) -> bool:
         if self.settler.unsettled or self.settler.pending or self.settler.settling is not None:
