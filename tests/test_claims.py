@@ -65,3 +65,17 @@ async def test_cancelling_the_claim_cancels_the_read() -> None:
         await claim
     assert read.cancelled()
     assert server.wakes == 0
+
+
+async def test_a_failed_wake_up_fails_the_claim_and_ends_the_read() -> None:
+    """Redis gone between the read and its wake-up: the error reaches the claimer (its
+    guard's policy), and no read is left running unobserved."""
+
+    async def refused() -> bool:
+        raise ConnectionError("redis went away")
+
+    server = QuietServer()
+    read = asyncio.ensure_future(server.blocked_read([]))
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(claim_on_time(read, 0.01, refused), HANG)
+    assert read.cancelled()

@@ -32,6 +32,8 @@ async def claim_on_time(claim: Awaitable[T], block_s: float, wake: Callable[[], 
         if not done:
             await wake()
         return await read
-    except asyncio.CancelledError:
-        read.cancel()  # as an await of the read itself would: the stop path hands strays back
+    except BaseException:
+        # Cancelled, or the wake-up failed: the read goes as an await of it alone would
+        # have gone (a no-op if it already ended); the stop path hands strays back.
+        read.cancel()
         raise

@@ -208,21 +208,18 @@ class Consumer:
                 self.slot_freed.clear()
                 await self.slot_freed.wait()
                 continue
-            # Asked before a blocking claim too, not only after an empty one: a worker that
-            # goes idle at the end need not block a whole claim to learn it (workers.claims).
+            # Asked before each claim, not after an empty one: a worker that goes idle at
+            # the end need not block a whole claim to learn it (workers.claims).
             if self.burst and self.local.empty() and await self._burst_over():
                 break
             # Every free slot in one XREADGROUP: claiming at most batch_size a call took
             # ~3 round trips per settle at 128 coroutines, ~5 % more CPU a page (issue 15).
-            count = free
-            claimed = await self._claim(count)
+            claimed = await self._claim(free)
             self.accept(claimed)
             if not claimed and self.settler.pending:
                 # Nothing to claim: what this worker has not settled yet (follow-ups, or the
                 # last acknowledgements a burst's end waits for) is what everyone waits for.
                 self.settler.starving.set()
-            if self.local.empty() and self.burst:
-                await self._burst_over()
 
     async def _claim(self, count: int) -> list[Entry]:
         claim = self.guard.call(partial(self.queue.claim, count, self._block_ms))
